@@ -1,0 +1,199 @@
+"""aqpipe configuration: one TOML file, every key overridable by environment.
+
+`AQPIPE_MQTT__PORT=1884` overrides `[mqtt] port`; top-level keys are `AQPIPE_DATA_DIR`.
+Secrets (`mqtt.password`, `influx.token`) come only from the environment or from a
+file named by `*_file`; a secret written into the TOML itself is refused, so it never
+ends up in a repository or a log.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from ingest.errors import ConfigError
+
+ENV_PREFIX = "AQPIPE_"
+CONFIG_ENV = "AQPIPE_CONFIG"
+SECRET_KEYS = {("mqtt", "password"), ("influx", "token")}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class MqttConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    tls_ca: Path | None = None
+    client_id: str = "aqpipe-ingest"
+    # $share group; empty = a plain subscription. Several ingest instances with the same
+    # group split the stream between them.
+    shared_group: str = ""
+    topic_prefix: str = "aq/v1"
+    keepalive_s: int = Field(30, ge=5)
+    # How long the broker keeps our session (and queues for us) while we are down.
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=0)
+    # Messages the broker may send before we ack: acks wait for durability, so the
+    # window must cover a whole batch plus the write latency.
+    receive_maximum: int = Field(20000, ge=1, le=65535)
+
+    def secret(self) -> str | None:
+        return _read_secret(self.password, self.password_file, "mqtt.password_file")
+
+
+class InfluxConfig(_Section):
+    url: str = "http://127.0.0.1:8086"
+    api: Literal["v1", "v2"] = "v1"
+    database: str = "aq"
+    retention_policy: str = ""
+    org: str = ""
+    bucket: str = ""
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    username: str | None = None  # v1 basic auth
+    timeout_s: float = Field(10.0, gt=0)
+    batch_size: int = Field(5000, ge=1)  # readings per write
+    flush_interval_s: float = Field(0.2, gt=0)  # longest a reading waits for its batch
+    retry_max_backoff_s: float = Field(30.0, gt=0)
+    create_database: bool = True  # v1: CREATE DATABASE at start (1.x only; harmless if it exists)
+
+    @model_validator(mode="after")
+    def _v2_needs_bucket(self) -> "InfluxConfig":
+        if self.api == "v2" and not self.bucket:
+            raise ValueError("influx.api = 'v2' needs influx.bucket (and influx.org, influx.token)")
+        return self
+
+    def secret(self) -> str | None:
+        return _read_secret(self.token, self.token_file, "influx.token_file")
+
+
+class MetricsConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)  # 0 = off
+
+
+class IngestConfig(_Section):
+    max_payload_bytes: int = Field(256 * 1024, ge=1024)
+    future_tolerance_s: float = Field(300, ge=0)  # clock skew allowed on device times
+    retention_days: float = Field(400, gt=0)  # older readings are rejected (too_old)
+    # Sensors report small negatives around zero; below -noise the reading is rejected.
+    negative_noise: float = Field(5.0, ge=0)
+    status_interval_s: float = Field(5.0, gt=0)  # how often the service logs its counters
+
+
+class Config(_Section):
+    data_dir: Path = Path("./data")
+    registry_dir: Path | None = None  # stations.toml / outlets.toml; default: beside the config file
+    mqtt: MqttConfig = MqttConfig()
+    influx: InfluxConfig = InfluxConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    ingest: IngestConfig = IngestConfig()
+    source: Path | None = None  # the file this was read from, if any
+
+    @property
+    def deadletter_dir(self) -> Path:
+        return self.data_dir / "deadletter"
+
+    @property
+    def registry_path(self) -> Path:
+        if self.registry_dir is not None:
+            return self.registry_dir
+        return self.source.parent if self.source is not None else Path(".")
+
+
+def _read_secret(value: SecretStr | None, path: Path | None, key: str) -> str | None:
+    if value is not None:
+        return value.get_secret_value()
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise ConfigError(key, f"cannot read secret file {path}: {e.strerror}") from e
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """`AQPIPE_A__B=v` -> {"a": {"b": "v"}}; pydantic converts the strings to the field types."""
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(name, "conflicts with another variable of the same prefix")
+        node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_path(explicit: str | os.PathLike | None, environ: dict[str, str] | None = None) -> Path | None:
+    """The config file to read: `--config`, else $AQPIPE_CONFIG, else ./aqpipe.toml if present."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    default = Path("aqpipe.toml")
+    return default if default.exists() else None
+
+
+def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Read, merge with the environment and validate. Raises ConfigError naming the key."""
+    env = dict(os.environ if environ is None else environ)
+    file = resolve_path(path, env)
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            with open(file, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError as e:
+            raise ConfigError("--config", f"no such file: {file}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(str(file), f"not valid TOML: {e}") from e
+        for section, key in SECRET_KEYS:
+            if key in data.get(section, {}):
+                env_name = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+                raise ConfigError(
+                    f"{section}.{key}",
+                    f"secrets are not read from the config file; set {env_name} or {section}.{key}_file",
+                )
+    merged = _merge(data, _env_overrides(env))
+    if file is not None:
+        merged["source"] = str(file)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as e:
+        raise config_error_from(e) from e
+
+
+def config_error_from(e: ValidationError) -> ConfigError:
+    lines = []
+    first_key = ""
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        first_key = first_key or key
+        env_name = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"])
+        got = err.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{key}: {err['msg']}{got_text} [environment: {env_name}]")
+    return ConfigError(first_key, "\n".join(lines))

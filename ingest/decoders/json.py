@@ -1,0 +1,144 @@
+"""JSON readings on `aq/v1/ambient/{station}` and `aq/v1/stack/{outlet}` (DESIGN.md, Payloads)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ingest.errors import Reason, RejectedReading
+from ingest.pollutants import FIELDS, UnitError, conversion_factor
+from ingest.reading import IDENTITY_TAG, Reading
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+
+Number = float | int
+Time = str | float | int
+
+
+class _Item(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=True)
+    time: Time
+    interval_s: int | None = Field(None, gt=0)
+    values: dict[str, Number | None]
+    flags: dict[str, str] = Field(default_factory=dict)
+    units: dict[str, str] = Field(default_factory=dict)
+    status: Literal["running", "stopped", "startup", "shutdown"] | None = None
+
+
+class _Envelope(BaseModel):
+    """One reading, or a batch under `readings` sharing the envelope's units."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=True)
+    station: str | None = None
+    outlet: str | None = None
+    time: Time | None = None
+    interval_s: int | None = Field(None, gt=0)
+    values: dict[str, Number | None] | None = None
+    flags: dict[str, str] = Field(default_factory=dict)
+    units: dict[str, str] = Field(default_factory=dict)
+    status: Literal["running", "stopped", "startup", "shutdown"] | None = None
+    readings: list[_Item] | None = None
+
+
+def decode(measurement: str, identity: str, payload: bytes) -> list[Reading]:
+    """Decode one MQTT payload into readings; raises RejectedReading for the whole message."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RejectedReading(Reason.NOT_UTF8, f"byte {e.start}: {e.reason}") from None
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise RejectedReading(Reason.NOT_JSON, str(e)) from None
+    if not isinstance(doc, dict):
+        raise RejectedReading(Reason.SCHEMA, f"expected a JSON object, got {type(doc).__name__}")
+    try:
+        env = _Envelope.model_validate(doc)
+    except ValidationError as e:
+        raise RejectedReading(Reason.SCHEMA, _describe(e)) from None
+
+    id_key = IDENTITY_TAG[measurement]
+    other_key = "outlet" if id_key == "station" else "station"
+    claimed = getattr(env, id_key)
+    if getattr(env, other_key) is not None:
+        raise RejectedReading(Reason.SCHEMA, f"'{other_key}' payload on a {measurement} topic")
+    if claimed is None:
+        raise RejectedReading(Reason.SCHEMA, f"missing '{id_key}'")
+    if claimed != identity:
+        raise RejectedReading(Reason.IDENTITY_MISMATCH, f"payload {id_key} {claimed!r} on the topic of {identity!r}")
+    if measurement == "ambient" and (env.status is not None or any(i.status for i in env.readings or ())):
+        raise RejectedReading(Reason.SCHEMA, "'status' is for stack outlets")
+
+    if env.readings is not None:
+        if env.values is not None or env.time is not None:
+            raise RejectedReading(Reason.SCHEMA, "a batch has 'readings' and no top-level 'time'/'values'")
+        if not env.readings:
+            raise RejectedReading(Reason.SCHEMA, "'readings' is empty")
+        return [_reading(measurement, identity, item, env.units) for item in env.readings]
+    if env.values is None or env.time is None:
+        raise RejectedReading(Reason.SCHEMA, "a reading needs 'time' and 'values' (or a 'readings' list)")
+    item = _Item(time=env.time, interval_s=env.interval_s, values=env.values, flags=env.flags, status=env.status)
+    return [_reading(measurement, identity, item, env.units)]
+
+
+def _reading(measurement: str, identity: str, item: _Item, envelope_units: dict[str, str]) -> Reading:
+    known = FIELDS[measurement]
+    units = {**envelope_units, **item.units} if envelope_units else item.units
+    values: dict[str, float] = {}
+    for name, value in item.values.items():
+        if name not in known:
+            raise RejectedReading(Reason.UNKNOWN_POLLUTANT, f"{name!r} is not a {measurement} value (known: {', '.join(known)})")
+        if value is None:  # an explicit null: not measured this interval
+            continue
+        value = float(value)
+        if not math.isfinite(value):
+            raise RejectedReading(Reason.NOT_FINITE, f"{name} is {value}")
+        if name in units:
+            try:
+                value *= conversion_factor(measurement, name, units[name])
+            except UnitError as e:
+                raise RejectedReading(Reason.UNKNOWN_UNIT, str(e)) from None
+        values[name] = value
+    for name in units:
+        if name not in known:
+            raise RejectedReading(Reason.UNKNOWN_POLLUTANT, f"unit given for unknown value {name!r}")
+    flags = {}
+    for name, flag in item.flags.items():
+        if name not in item.values:
+            raise RejectedReading(Reason.SCHEMA, f"flag for {name!r}, which has no value")
+        if flag != "N":
+            flags[name] = flag
+    return Reading(measurement, identity, parse_time(item.time), values, flags, item.status)
+
+
+def parse_time(value: Any) -> int:
+    """ISO 8601 with offset, or epoch seconds, to UTC epoch nanoseconds."""
+    if isinstance(value, bool):
+        raise RejectedReading(Reason.SCHEMA, "time must be ISO 8601 or epoch seconds")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise RejectedReading(Reason.NOT_FINITE, f"time is {value}")
+        if isinstance(value, int):
+            return value * 1_000_000_000
+        return round(value * 1e6) * 1000
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise RejectedReading(Reason.SCHEMA, f"time {value!r} is not ISO 8601") from None
+    if dt.tzinfo is None:
+        raise RejectedReading(Reason.NO_TIMEZONE, f"time {value!r} has no UTC offset (ambiguous)")
+    return ((dt - _EPOCH) // _US) * 1000
+
+
+def _describe(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:3]:
+        where = ".".join(str(p) for p in err["loc"]) or "payload"
+        parts.append(f"{where}: {err['msg']}")
+    more = e.error_count() - 3
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

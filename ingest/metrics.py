@@ -1,0 +1,23 @@
+"""Prometheus metrics of the ingest service (`aqpipe_*`), served on metrics.port."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RECEIVED = Counter("aqpipe_received_messages_total", "MQTT messages received", ["kind"])
+READINGS_WRITTEN = Counter("aqpipe_written_readings_total", "Readings accepted by InfluxDB")
+DEADLETTERED = Counter("aqpipe_deadletter_total", "Messages written to the dead-letter store", ["reason"])
+BATCH_SECONDS = Histogram(
+    "aqpipe_batch_write_seconds", "Time to make one batch durable (write incl. retries)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+WRITE_ERRORS = Counter("aqpipe_write_errors_total", "Failed InfluxDB write attempts", ["kind"])
+MQTT_CONNECTED = Gauge("aqpipe_mqtt_connected", "1 while connected to the MQTT broker")
+MQTT_RECONNECTS = Counter("aqpipe_mqtt_connects_total", "Successful MQTT (re)connections")
+IN_FLIGHT = Gauge("aqpipe_inflight_messages", "Messages received and not yet acknowledged")
+
+
+def serve(host: str, port: int) -> None:
+    """Start the /metrics endpoint in a daemon thread; port 0 leaves it off."""
+    if port:
+        start_http_server(port, addr=host)

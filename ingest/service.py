@@ -1,0 +1,153 @@
+"""The ingest service: MQTT in, InfluxDB out, acknowledged only once durable."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import paho.mqtt.client as paho
+
+from ingest import metrics
+from ingest.batcher import Batcher, Entry
+from ingest.config import Config
+from ingest.deadletter import DeadLetter, DeadLetterStore
+from ingest.decode import MessageDecoder
+from ingest.errors import RejectedReading
+from ingest.influx import InfluxQL, make_writer
+from ingest.mqtt import connect_properties, make_client
+from ingest.reading import to_line
+from ingest.registry import Registry
+from ingest.topics import parse, subscriptions
+from ingest.validate import Validator
+
+log = logging.getLogger("aqpipe.ingest")
+
+
+class IngestService:
+    def __init__(self, cfg: Config, registry: Registry | None = None) -> None:
+        self.cfg = cfg
+        registry = registry if registry is not None else Registry.load(cfg.registry_path)
+        self.decoder = MessageDecoder(
+            cfg.mqtt.topic_prefix,
+            registry,
+            Validator(cfg.ingest.future_tolerance_s, cfg.ingest.retention_days),
+            cfg.ingest.max_payload_bytes,
+        )
+        self.store = DeadLetterStore(cfg.deadletter_dir)
+        self.writer = make_writer(cfg.influx)
+        self.batcher = Batcher(
+            self.writer, self.store, self._ack,
+            batch_size=cfg.influx.batch_size,
+            flush_interval_s=cfg.influx.flush_interval_s,
+            max_backoff_s=cfg.influx.retry_max_backoff_s,
+        )
+        self.client = make_client(cfg.mqtt, manual_ack=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        # Acks only make sense on the connection a message arrived on: after a reconnect
+        # the broker redelivers what we had not acked, and a stale mid may name another message.
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._accepting = True
+        self.received = 0
+        self.inflight = 0
+        self.connected = threading.Event()
+
+    # --- MQTT callbacks (network thread) ---
+    def _on_connect(self, client: paho.Client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("event=mqtt_connect_refused reason=%r", str(reason_code))
+            return
+        with self._lock:
+            self._generation += 1
+            self.inflight = 0
+        metrics.MQTT_CONNECTED.set(1)
+        metrics.MQTT_RECONNECTS.inc()
+        filters = subscriptions(self.cfg.mqtt.topic_prefix, self.cfg.mqtt.shared_group)
+        client.subscribe([(f, paho.SubscribeOptions(qos=1)) for f in filters])
+        log.info("event=mqtt_connected host=%s port=%d session_present=%s subscriptions=%s",
+                 self.cfg.mqtt.host, self.cfg.mqtt.port, flags.session_present, ",".join(filters))
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.error("event=subscribe_refused reasons=%s (check the broker ACL for this account)", ",".join(failed))
+            return
+        # "connected" means: subscribed, so nothing published from now on can miss us.
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        metrics.MQTT_CONNECTED.set(0)
+        self.connected.clear()
+        if self._accepting:
+            log.warning("event=mqtt_disconnected reason=%r (reconnecting)", str(reason_code))
+
+    def _on_message(self, client: paho.Client, userdata, msg: paho.MQTTMessage) -> None:
+        if not self._accepting:
+            return  # shutting down: left unacked, the broker redelivers it to the next session
+        self.received += 1
+        token = (self._generation, msg.mid, msg.qos)
+        with self._lock:
+            self.inflight += 1
+        topic, payload = msg.topic, msg.payload
+        try:
+            readings = self.decoder.decode(topic, payload, time.time_ns())
+        except RejectedReading as e:
+            metrics.RECEIVED.labels("rejected").inc()
+            self.batcher.put(Entry(topic, payload, letter=DeadLetter(topic, payload, e.reason.value, e.detail), token=token))
+            return
+        metrics.RECEIVED.labels(parse(topic, self.cfg.mqtt.topic_prefix).kind).inc()
+        self.batcher.put(Entry(topic, payload, [to_line(r) for r in readings], token=token))
+
+    # --- writer thread ---
+    def _ack(self, tokens: list) -> None:
+        generation = self._generation
+        acked = 0
+        for gen, mid, qos in tokens:
+            if gen == generation and qos > 0:
+                self.client.ack(mid, qos)
+            acked += 1
+        with self._lock:
+            self.inflight = max(0, self.inflight - acked)
+        metrics.IN_FLIGHT.set(self.inflight)
+
+    # --- lifecycle ---
+    def start(self) -> None:
+        if self.cfg.influx.api == "v1" and self.cfg.influx.create_database:
+            threading.Thread(target=_ensure_database, args=(self.cfg,), name="aqpipe-createdb", daemon=True).start()
+        self.batcher.start()
+        self.client.connect_async(
+            self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s,
+            clean_start=False, properties=connect_properties(self.cfg.mqtt),
+        )
+        self.client.loop_start()
+
+    def stop(self, flush_timeout_s: float = 30.0) -> None:
+        """Stop consuming, flush what was received, send the acks, disconnect."""
+        self._accepting = False
+        self.batcher.stop(timeout=flush_timeout_s)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.writer.close()
+        log.info("event=stopped received=%d written=%d deadlettered=%d", self.received, self.batcher.written, self.batcher.deadlettered)
+
+    def status_line(self) -> str:
+        return (f"received={self.received} written={self.batcher.written} deadlettered={self.batcher.deadlettered} "
+                f"inflight={self.inflight} mqtt={'up' if self.connected.is_set() else 'down'} "
+                f"write_failures={self.batcher.failed_attempts}")
+
+
+def _ensure_database(cfg: Config) -> None:
+    """InfluxDB 1.x needs the database to exist; CREATE DATABASE is idempotent."""
+    q = InfluxQL.from_config(cfg.influx)
+    for attempt in range(30):
+        try:
+            q.execute(f'CREATE DATABASE "{cfg.influx.database}"')
+            return
+        except Exception as e:  # noqa: BLE001 - any failure here is "not up yet"; we retry and then report
+            last = e
+            time.sleep(min(2.0, 0.2 * (attempt + 1)))
+    log.warning("event=create_database_failed database=%s detail=%r (writes will retry)", cfg.influx.database, str(last))

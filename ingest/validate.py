@@ -1,0 +1,50 @@
+"""Checks every reading passes before it is stored, whatever format it came in."""
+
+from __future__ import annotations
+
+import math
+
+from ingest.errors import Reason, RejectedReading
+from ingest.pollutants import FIELDS, NEGATIVE_NOISE, NON_NEGATIVE
+from ingest.reading import Reading
+
+NS = 1_000_000_000
+# HJ 212 data flags (hj212.md); anything else is a schema error.
+FLAGS = frozenset("NFMSDCTB")
+
+
+class Validator:
+    """Time window and physical-range checks, shared by the JSON and HJ 212 decoders."""
+
+    def __init__(self, future_tolerance_s: float = 300, retention_days: float = 400) -> None:
+        self.future_ns = int(future_tolerance_s * NS)
+        self.retention_ns = int(retention_days * 86400 * NS)
+
+    def check(self, reading: Reading, now_ns: int) -> None:
+        if reading.time_ns > now_ns + self.future_ns:
+            ahead = (reading.time_ns - now_ns) / NS
+            raise RejectedReading(Reason.FUTURE, f"time is {ahead:.0f} s in the future (tolerance {self.future_ns // NS} s)")
+        if reading.time_ns < now_ns - self.retention_ns:
+            days = (now_ns - reading.time_ns) / NS / 86400
+            raise RejectedReading(Reason.TOO_OLD, f"time is {days:.0f} days old (retention {self.retention_ns // NS // 86400} days)")
+        if not reading.values:
+            raise RejectedReading(Reason.SCHEMA, "no values")
+        units = FIELDS[reading.measurement]
+        for name, value in reading.values.items():
+            if not math.isfinite(value):
+                raise RejectedReading(Reason.NOT_FINITE, f"{name} is {value}")
+            if value < 0:
+                base = _base_name(name)
+                noise = NEGATIVE_NOISE.get(units.get(base, ""))
+                if noise is not None and value < -noise:
+                    raise RejectedReading(Reason.NEGATIVE, f"{name} = {value} is below -{noise} (sensor noise)")
+                if base in NON_NEGATIVE:
+                    raise RejectedReading(Reason.NEGATIVE, f"{name} = {value} cannot be negative")
+        for name, flag in reading.flags.items():
+            if flag not in FLAGS:
+                raise RejectedReading(Reason.SCHEMA, f"flag {flag!r} of {name} is not an HJ 212 data flag ({''.join(sorted(FLAGS))})")
+
+
+def _base_name(field: str) -> str:
+    """`so2_zs_max` -> `so2`: derived HJ 212 fields share their pollutant's unit."""
+    return field.split("_", 1)[0]

@@ -1,0 +1,124 @@
+"""Fixtures: the real servers (started by scripts/servers.py on free loopback ports)
+and helpers to publish and read back. A server that cannot start fails the tests that
+need it; nothing is skipped."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import servers  # noqa: E402  (scripts/servers.py)
+
+from ingest.config import Config, load_config  # noqa: E402
+from ingest.influx import InfluxQL  # noqa: E402
+
+_counter = itertools.count()
+
+
+def _start(name: str, tmp_path_factory) -> Iterator[servers.Server]:
+    server = servers.Server(name, servers.free_port(), tmp_path_factory.mktemp(name))
+    server.start()  # raises ServerError (a test failure) when it cannot start
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory) -> Iterator[servers.Server]:
+    yield from _start("mosquitto", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def influxdb(tmp_path_factory) -> Iterator[servers.Server]:
+    yield from _start("influxdb", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def victoriametrics(tmp_path_factory) -> Iterator[servers.Server]:
+    yield from _start("victoriametrics", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def alertmanager(tmp_path_factory) -> Iterator[servers.Server]:
+    yield from _start("alertmanager", tmp_path_factory)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short name no other test uses: databases, client ids, station ids."""
+    return f"t{next(_counter)}x{int(time.time() * 1000) % 100000}"
+
+
+@pytest.fixture
+def env(mosquitto, influxdb, tmp_path, unique) -> dict[str, str]:
+    """Environment for an aqpipe pointed at the test servers, with its own database."""
+    return {
+        "AQPIPE_MQTT__PORT": str(mosquitto.port),
+        "AQPIPE_MQTT__CLIENT_ID": f"aqpipe-ingest-{unique}",
+        "AQPIPE_INFLUX__URL": influxdb.url,
+        "AQPIPE_INFLUX__DATABASE": f"db_{unique}",
+        "AQPIPE_INFLUX__FLUSH_INTERVAL_S": "0.05",
+        "AQPIPE_DATA_DIR": str(tmp_path / "data"),
+        "AQPIPE_METRICS__PORT": "0",
+        "AQPIPE_REGISTRY_DIR": str(ROOT / "deploy" / "config"),
+    }
+
+
+@pytest.fixture
+def config(env) -> Config:
+    return load_config(None, env)
+
+
+@pytest.fixture
+def influx(config) -> InfluxQL:
+    q = InfluxQL.from_config(config.influx)
+    q.execute(f'CREATE DATABASE "{config.influx.database}"')
+    return q
+
+
+@pytest.fixture
+def publisher(mosquitto) -> Iterator[Callable[..., None]]:
+    """publish(topic, payload, qos=1): returns once the broker has acknowledged it."""
+    client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+
+    def publish(topic: str, payload: bytes | str | dict, qos: int = 1) -> None:
+        if isinstance(payload, dict):
+            payload = json.dumps(payload)
+        client.publish(topic, payload, qos=qos).wait_for_publish(10)
+
+    yield publish
+    client.disconnect()
+    client.loop_stop()
+
+
+@pytest.fixture
+def ingest(config) -> Iterator[Callable[..., object]]:
+    """Start an IngestService on the test servers; stopped at teardown."""
+    from ingest.service import IngestService
+
+    started: list[IngestService] = []
+
+    def start(cfg: Config | None = None) -> IngestService:
+        service = IngestService(cfg or config)
+        service.start()
+        assert service.connected.wait(10), "ingest did not connect to the test Mosquitto"
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        if service._accepting:
+            service.stop()

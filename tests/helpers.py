@@ -1,0 +1,32 @@
+"""Small helpers for tests: polling, metrics text, HTTP."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05):
+    """Poll until predicate() is truthy; return its value or fail with the last one."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last value: {value!r})")
+
+
+def metric_value(text: str, name: str, labels: str = "") -> float:
+    needle = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(needle + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def http_get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
