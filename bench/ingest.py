@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Ingest throughput next to its two ceilings, measured in one run on this machine.
+
+1. raw ceiling: a bare paho subscriber that only counts QoS 1 one-reading messages;
+2. database ceiling: the same readings as line protocol posted straight to InfluxDB in
+   large batches;
+3. aqpipe end to end: publish, then wait until every point is queryable, for
+   (a) one reading per message and (b) 50 readings per message.
+
+Messages are published while the consumer is offline (the broker queues them for its
+persistent session), then the consumer connects and drains the queue: this measures
+the consumer, not the publisher. Fresh Mosquitto and InfluxDB are started in a temp
+dir for the run. Loss is checked by counting points (zero expected).
+
+    .venv/bin/python bench/ingest.py [--messages 30000] [--batch-readings 300000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import urllib3
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import servers  # noqa: E402
+
+from ingest.config import load_config  # noqa: E402
+from ingest.influx import InfluxQL  # noqa: E402
+from ingest.service import IngestService  # noqa: E402
+
+VALUES = {"pm25": 35.2, "pm10": 61.0, "so2": 8.0, "no2": 31.0, "co": 0.6, "o3": 80.0,
+          "temp": 12.3, "rh": 45.0, "ws": 2.1, "wd": 270.0, "pa": 1012.5}
+T0 = int(time.time()) - 30 * 86400  # a month ago: inside retention, one point per (station, second)
+
+
+def client(cid: str | None = None, port: int = 1883) -> paho.Client:
+    c = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=cid or "", protocol=paho.MQTTv5)
+    c.max_inflight_messages_set(2000)
+    return c
+
+
+def session_props() -> Properties:
+    p = Properties(PacketTypes.CONNECT)
+    p.SessionExpiryInterval = 3600
+    p.ReceiveMaximum = 20000
+    return p
+
+
+def register_session(port: int, cid: str) -> None:
+    """Create the consumer's persistent session and subscription, then go offline."""
+    c = client(cid)
+    done = threading.Event()
+    c.on_subscribe = lambda *a: done.set()
+    c.connect("127.0.0.1", port, clean_start=True, properties=session_props())
+    c.loop_start()
+    c.subscribe([("aq/v1/ambient/+", paho.SubscribeOptions(qos=1))])
+    done.wait(5)
+    c.disconnect()
+    c.loop_stop()
+
+
+def publish(port: int, messages: list[tuple[str, bytes]]) -> float:
+    c = client()
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    started = time.perf_counter()
+    infos = [c.publish(t, p, qos=1) for t, p in messages]
+    for info in infos:
+        info.wait_for_publish(60)
+    elapsed = time.perf_counter() - started
+    c.disconnect()
+    c.loop_stop()
+    return elapsed
+
+
+def one_reading_messages(n: int, tag: str) -> list[tuple[str, bytes]]:
+    out = []
+    for i in range(n):
+        station = f"{tag}-{i % 100:03d}"
+        out.append((f"aq/v1/ambient/{station}", json.dumps({"station": station, "time": T0 + i // 100, "values": VALUES}).encode()))
+    return out
+
+
+def batch_messages(readings: int, per: int, tag: str) -> list[tuple[str, bytes]]:
+    out = []
+    for m in range(readings // per):
+        station = f"{tag}-{m % 100:03d}"
+        base = T0 + (m // 100) * per
+        items = [{"time": base + k, "values": VALUES} for k in range(per)]
+        out.append((f"aq/v1/ambient/{station}", json.dumps({"station": station, "readings": items}).encode()))
+    return out
+
+
+def raw_ceiling(port: int, n: int) -> float:
+    cid = "bench-raw"
+    register_session(port, cid)
+    publish(port, one_reading_messages(n, "raw"))
+    count = 0
+    done = threading.Event()
+    first = [0.0]
+
+    def on_message(c, u, msg):
+        nonlocal count
+        if count == 0:
+            first[0] = time.perf_counter()
+        count += 1
+        if count >= n:
+            done.set()
+
+    c = client(cid)
+    c.on_message = on_message
+    started = time.perf_counter()
+    c.connect("127.0.0.1", port, clean_start=False, properties=session_props())
+    c.loop_start()
+    done.wait(300)
+    elapsed = time.perf_counter() - started
+    c.disconnect()
+    c.loop_stop()
+    assert count >= n, f"raw subscriber got {count}/{n}"
+    return n / elapsed
+
+
+def db_ceiling(url: str, n: int) -> float:
+    q = InfluxQL(url, "ceiling")
+    q.execute('CREATE DATABASE "ceiling"')
+    fields = ",".join(f"{k}={v!r}" for k, v in VALUES.items())
+    lines = [f"ambient,station=c-{i % 100:03d} {fields} {(T0 + i // 100) * 10**9}" for i in range(n)]
+    http = urllib3.PoolManager()
+    started = time.perf_counter()
+    for i in range(0, n, 5000):
+        r = http.request("POST", f"{url}/write?db=ceiling&precision=ns", body="\n".join(lines[i:i + 5000]).encode())
+        assert r.status == 204, r.data
+    elapsed = time.perf_counter() - started
+    assert q.rows("SELECT count(pm25) FROM ambient")[0]["count"] == n
+    return n / elapsed
+
+
+def aqpipe_rate(mqtt_port: int, influx_url: str, data_dir: Path, messages: list[tuple[str, bytes]], readings: int, tag: str) -> tuple[float, int]:
+    cfg = load_config(None, {
+        "AQPIPE_MQTT__PORT": str(mqtt_port), "AQPIPE_MQTT__CLIENT_ID": f"bench-{tag}",
+        "AQPIPE_INFLUX__URL": influx_url, "AQPIPE_INFLUX__DATABASE": f"bench_{tag}",
+        "AQPIPE_DATA_DIR": str(data_dir / tag), "AQPIPE_METRICS__PORT": "0",
+    })
+    InfluxQL.from_config(cfg.influx).execute(f'CREATE DATABASE "bench_{tag}"')
+    register_session(mqtt_port, cfg.mqtt.client_id)
+    publish(mqtt_port, messages)
+    service = IngestService(cfg)
+    started = time.perf_counter()
+    service.start()
+    while service.batcher.written + service.batcher.deadlettered < readings:
+        time.sleep(0.01)
+        if time.perf_counter() - started > 600:
+            break
+    elapsed = time.perf_counter() - started
+    service.stop()
+    q = InfluxQL.from_config(cfg.influx)
+    stored = q.rows("SELECT count(pm25) FROM ambient")[0]["count"]
+    return readings / elapsed, readings - stored
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--messages", type=int, default=30000, help="one-reading messages for (1) and (3a)")
+    p.add_argument("--batch-readings", type=int, default=300000, help="readings for (2) and (3b)")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="aqpipe-bench-") as tmp:
+        d = Path(tmp)
+        mq = servers.Server("mosquitto", servers.free_port(), d / "mosquitto").start()
+        ix = servers.Server("influxdb", servers.free_port(), d / "influxdb").start()
+        try:
+            print(f"messages={args.messages} batch_readings={args.batch_readings}", flush=True)
+            raw = raw_ceiling(mq.port, args.messages)
+            print(f"1. raw ceiling (bare paho subscriber, QoS 1):   {raw:10,.0f} messages/s", flush=True)
+            db = db_ceiling(ix.url, args.batch_readings)
+            print(f"2. database ceiling (line protocol, 5000/POST): {db:10,.0f} readings/s", flush=True)
+            a, lost_a = aqpipe_rate(mq.port, ix.url, d, one_reading_messages(args.messages, "a"), args.messages, "a")
+            print(f"3a. aqpipe, 1 reading/message:    {a:10,.0f} readings/s = {a / raw:5.0%} of ceiling 1 "
+                  f"(target >= 60%)  lost={lost_a}", flush=True)
+            b, lost_b = aqpipe_rate(mq.port, ix.url, d, batch_messages(args.batch_readings, 50, "b"), args.batch_readings, "b")
+            print(f"3b. aqpipe, 50 readings/message:  {b:10,.0f} readings/s = {b / db:5.0%} of ceiling 2 "
+                  f"(target >= 50,000/s and >= 70%)  lost={lost_b}", flush=True)
+        finally:
+            mq.stop()
+            ix.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
