@@ -29,6 +29,16 @@ class Validator:
             raise RejectedReading(Reason.TOO_OLD, f"time is {days:.0f} days old (retention {self.retention_ns // NS // 86400} days)")
         if not reading.values:
             raise RejectedReading(Reason.SCHEMA, "no values")
+        values = reading.values.values()
+        # Checked in bulk first: a finite sum proves every value finite.
+        if not (math.isfinite(sum(values)) and min(values) >= 0):
+            self._check_values(reading)
+        if reading.flags and not FLAGS.issuperset(reading.flags.values()):
+            for name, flag in reading.flags.items():
+                if flag not in FLAGS:
+                    raise RejectedReading(Reason.SCHEMA, f"flag {flag!r} of {name} is not an HJ 212 data flag ({''.join(sorted(FLAGS))})")
+
+    def _check_values(self, reading: Reading) -> None:
         units = FIELDS[reading.measurement]
         for name, value in reading.values.items():
             if not math.isfinite(value):
@@ -40,9 +50,6 @@ class Validator:
                     raise RejectedReading(Reason.NEGATIVE, f"{name} = {value} is below -{noise} (sensor noise)")
                 if base in NON_NEGATIVE:
                     raise RejectedReading(Reason.NEGATIVE, f"{name} = {value} cannot be negative")
-        for name, flag in reading.flags.items():
-            if flag not in FLAGS:
-                raise RejectedReading(Reason.SCHEMA, f"flag {flag!r} of {name} is not an HJ 212 data flag ({''.join(sorted(FLAGS))})")
 
 
 def _base_name(field: str) -> str:
