@@ -1,9 +1,13 @@
 """Batch readings into InfluxDB writes and report which messages became durable.
 
-One writer thread owns the InfluxDB connection. Messages go in whole (a message's
-readings never straddle two batches), so a message is acknowledged exactly when its
-batch is durable: written to InfluxDB, with any refused points and any rejected
-messages appended and fsynced to the dead-letter store.
+Messages go in whole (a message's readings never straddle two batches), so a message
+is acknowledged exactly when its batch is durable: written to InfluxDB, or appended
+and fsynced to the disk spool, with any refused points and rejected messages
+appended and fsynced to the dead-letter store.
+
+Two threads: the writer batches and writes (straight to InfluxDB while it answers
+and nothing is spooled; to the spool otherwise, so new data queues behind old), and
+the drainer moves spooled batches into InfluxDB, in order, once it answers again.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ingest import metrics
 from ingest.deadletter import DeadLetter, DeadLetterStore
 from ingest.errors import Reason
 from ingest.influx import Writer, WriteError
+from ingest.spool import Spool, SpoolFull
 
 log = logging.getLogger("aqpipe.batcher")
 
@@ -49,6 +54,7 @@ class Batcher:
         batch_size: int = 5000,
         flush_interval_s: float = 0.2,
         max_backoff_s: float = 30.0,
+        spool: Spool | None = None,
     ) -> None:
         self.writer = writer
         self.store = store
@@ -59,12 +65,24 @@ class Batcher:
         self._queue: queue.SimpleQueue[Entry | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="aqpipe-writer", daemon=True)
+        self.spool = spool
+        self._drainer = threading.Thread(target=self._drain_loop, name="aqpipe-drainer", daemon=True)
+        # Set while InfluxDB is failing: batches go to the spool without trying it first.
+        self.influx_down = threading.Event()
+        self.spool_full = False
         self.written = 0
         self.deadlettered = 0
         self.failed_attempts = 0
+        self.spooled = 0
+        self.drained = 0
 
     def start(self) -> None:
         self._thread.start()
+        if self.spool is not None:
+            if not self.spool.empty():
+                self.influx_down.set()  # a backlog from the last run drains first
+            self._update_spool_metrics()
+            self._drainer.start()
 
     def put(self, entry: Entry) -> None:
         self._queue.put(entry)
@@ -76,6 +94,10 @@ class Batcher:
         self._thread.join(timeout)
         self._stopping.set()
         self._thread.join()
+        if self.spool is not None:
+            if self._drainer.is_alive():
+                self._drainer.join()
+            self.spool.close()
 
     def _collect(self) -> tuple[list[Entry], bool]:
         first = self._queue.get()
@@ -114,7 +136,14 @@ class Batcher:
         for i, entry in enumerate(entries):
             lines.extend(entry.lines)
             owner.extend([i] * len(entry.lines))
-        refused = self._write_with_retry(lines) if lines else []
+        refused: list[tuple[int, str]] = []
+        spooled = False
+        if lines and self.spool is not None:
+            result = self._write_or_spool(lines, entries, owner)
+            spooled = result is None
+            refused = result or []
+        elif lines:
+            refused = self._write_with_retry(lines)
 
         letters = [e.letter for e in entries if e.letter is not None]
         if refused:
@@ -128,11 +157,103 @@ class Batcher:
         for letter in letters:
             metrics.DEADLETTERED.labels(letter.reason).inc()
         self.deadlettered += len(letters)
-        good = len(lines) - len(refused)
-        self.written += good
-        metrics.READINGS_WRITTEN.inc(good)
+        if not spooled:  # spooled readings are counted as written when the drainer writes them
+            good = len(lines) - len(refused)
+            self.written += good
+            metrics.READINGS_WRITTEN.inc(good)
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         self.on_durable([e.token for e in entries if e.token is not None])
+
+    def _write_or_spool(self, lines: list[str], entries: list[Entry], owner: list[int]) -> list[tuple[int, str]] | None:
+        """Write to InfluxDB and return the refused points, or spool the batch and return None."""
+        assert self.spool is not None
+        if not self.influx_down.is_set() and self.spool.empty():
+            try:
+                return self._write_isolating(lines, 0, len(lines))
+            except WriteError as e:
+                metrics.WRITE_ERRORS.labels("unreachable" if e.status is None else str(e.status)).inc()
+                self.failed_attempts += 1
+                self.influx_down.set()
+                log.warning("event=influx_unavailable status=%s detail=%r action=spooling", e.status, e.detail[:200])
+        owners: list[tuple[str, int]] = []
+        for i in owner:
+            topic = entries[i].topic
+            if owners and owners[-1][0] == topic:
+                owners[-1] = (topic, owners[-1][1] + 1)
+            else:
+                owners.append((topic, 1))
+        while True:
+            try:
+                self.spool.append(lines, owners)
+                break
+            except SpoolFull as e:
+                # Back-pressure: no ack, so the broker's in-flight window fills and it
+                # stops sending; its persistent session queues for us meanwhile.
+                if not self.spool_full:
+                    log.error("event=spool_full detail=%r action=holding_acks", str(e))
+                    self.spool_full = True
+                    metrics.SPOOL_FULL.set(1)
+                if self._stopping.wait(0.2):
+                    raise Stopped() from e
+        if self.spool_full:
+            log.warning("event=spool_accepting_again bytes=%d", self.spool.bytes)
+            self.spool_full = False
+            metrics.SPOOL_FULL.set(0)
+        metrics.SPOOLED.inc(len(lines))
+        self.spooled += len(lines)
+        self._update_spool_metrics()
+        return None
+
+    def _drain_loop(self) -> None:
+        assert self.spool is not None
+        attempt = 0
+        while not self._stopping.is_set():
+            if not self.spool.wait(0.2):
+                continue
+            record = self.spool.peek()
+            if record is None:
+                continue
+            try:
+                refused = self._write_isolating(record.lines, 0, len(record.lines))
+            except WriteError as e:
+                self.failed_attempts += 1
+                metrics.WRITE_ERRORS.labels("unreachable" if e.status is None else str(e.status)).inc()
+                delay = self._backoff(attempt, e)
+                attempt = min(attempt + 1, 16)
+                self._update_spool_metrics()
+                self._stopping.wait(delay)
+                continue
+            attempt = 0
+            letters = [DeadLetter(record.topic_of(i), record.lines[i].encode(), Reason.WRITE_REJECTED.value, detail,
+                                  lines=[record.lines[i]]) for i, detail in refused]
+            self.store.append(letters)
+            for letter in letters:
+                metrics.DEADLETTERED.labels(letter.reason).inc()
+            self.deadlettered += len(letters)
+            self.spool.commit(record)
+            good = len(record.lines) - len(refused)
+            self.written += good
+            self.drained += good
+            metrics.READINGS_WRITTEN.inc(good)
+            metrics.DRAINED.inc(good)
+            if self.spool.empty():
+                self.influx_down.clear()
+                log.info("event=spool_drained")
+            self._update_spool_metrics()
+
+    def _update_spool_metrics(self) -> None:
+        if self.spool is None:
+            return
+        metrics.SPOOL_BYTES.set(self.spool.bytes)
+        metrics.SPOOL_SEGMENTS.set(self.spool.segments)
+        oldest = self.spool.oldest_at
+        metrics.SPOOL_OLDEST_AGE.set(time.time() - oldest if oldest else 0)
+
+    def _backoff(self, attempt: int, e: WriteError) -> float:
+        delay = min(self.max_backoff_s, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)
+        if e.retry_after is not None:
+            delay = max(delay, min(e.retry_after, self.max_backoff_s * 4))
+        return delay
 
     def _write_with_retry(self, lines: list[str]) -> list[tuple[int, str]]:
         attempt = 0
@@ -144,9 +265,7 @@ class Batcher:
                 metrics.WRITE_ERRORS.labels("unreachable" if e.status is None else str(e.status)).inc()
                 if self._stopping.is_set():
                     raise Stopped() from e
-                delay = min(self.max_backoff_s, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)
-                if e.retry_after is not None:
-                    delay = max(delay, min(e.retry_after, self.max_backoff_s * 4))
+                delay = self._backoff(attempt, e)
                 attempt = min(attempt + 1, 16)
                 log.warning("event=write_retry status=%s delay_s=%.2f attempt=%d detail=%r", e.status, delay, attempt, e.detail[:200])
                 if self._stopping.wait(delay):

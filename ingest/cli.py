@@ -31,11 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aqpipe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    from ingest import commands, simulator
+    from ingest import commands, hj212_gateway, simulator
     from ingest.decoders import hj212_cli
     from aggregator import aqi_cli
 
     commands.register(sub, _add_common)
+    from aggregator import commands as agg_commands; agg_commands.register(sub, _add_common)
+    hj212_gateway.register(sub, _add_common)
     simulator.register(sub, _add_common)
     hj212_cli.register(sub)
     aqi_cli.register(sub)

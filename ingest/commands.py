@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Callable
 
-from ingest import metrics
 from ingest.config import Config
 from ingest.errors import ConfigError, RejectedReading
 
@@ -66,7 +65,8 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def where_to_look(cfg: Config) -> str:
-    metrics_url = f"http://{cfg.metrics.host}:{cfg.metrics.port}/metrics" if cfg.metrics.port else "(metrics off)"
+    metrics_url = (f"http://{cfg.metrics.host}:{cfg.metrics.port}/metrics (/healthz, /readyz)"
+                   if cfg.metrics.port else "(metrics off)")
     target = (f"database={cfg.influx.database}" if cfg.influx.api == "v1"
               else f"org={cfg.influx.org} bucket={cfg.influx.bucket}")
     return (f"mqtt=mqtt://{cfg.mqtt.host}:{cfg.mqtt.port} influx={cfg.influx.url} api={cfg.influx.api} {target} "
@@ -75,6 +75,7 @@ def where_to_look(cfg: Config) -> str:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.cli import wait_for_signal
+    from ingest.http import OpsServer
     from ingest.service import IngestService
 
     cfg = _config(args)
@@ -84,13 +85,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"aqpipe: configuration error: {e}", file=sys.stderr)
         return 2
-    metrics.serve(cfg.metrics.host, cfg.metrics.port)
+    ops = OpsServer(cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port else None
+    if ops is not None:
+        ops.add_check(service.ready)
     log.info("event=starting %s", where_to_look(cfg))
-    service.start()
+    try:
+        service.start()
+    except ConfigError as e:
+        print(f"aqpipe: {e}", file=sys.stderr)
+        return 2
     while not stop.wait(cfg.ingest.status_interval_s):
         log.info("event=status %s", service.status_line())
     log.info("event=stopping (signal)")
     service.stop()
+    if ops is not None:
+        ops.close()
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,6 +90,47 @@ class IngestConfig(_Section):
     status_interval_s: float = Field(5.0, gt=0)  # how often the service logs its counters
 
 
+class SpoolConfig(_Section):
+    enabled: bool = True
+    # Disk for batches InfluxDB cannot take yet. Size it for the longest outage to ride
+    # out: readings/s x ~250 bytes x seconds (20 stations at 1/min: ~7 MB a day).
+    max_bytes: int = Field(1024**3, ge=1024)
+
+
+class AggregatorConfig(_Section):
+    """`aqpipe aggregate`: AQI and stack rollups (aggregator/README.md)."""
+
+    client_id: str = "aqpipe-aggregator"  # its own persistent MQTT session, apart from ingest's
+    settle_s: float = Field(60.0, ge=0)  # wait after an hour (or day) ends before computing it
+    lateness_hours: float = Field(48.0, gt=0)  # readings older than this no longer trigger a recompute
+    # How long to wait for ingest to store readings the aggregator has seen before computing
+    # without them (they may have been dead-lettered).
+    max_wait_s: float = Field(600.0, ge=0)
+    tick_s: float = Field(1.0, gt=0)  # scheduler period
+    cn_standards: Literal["in_force", "both"] = "in_force"  # "both": cn-2012 and cn-2026 side by side
+    cn_2026_effective: date = date(2026, 3, 1)  # GB 3095-2026 / HJ 633-2026 in force (China date)
+    us: bool = True  # also write the US EPA AQI (standard=us)
+    publish_derived: bool = True  # publish records on aq/v1/derived/...
+    stack_o2_mode: Literal["hourly", "minute"] = "hourly"  # aggregator/stack.py
+    status_interval_s: float = Field(5.0, gt=0)
+
+
+class Hj212GatewayConfig(_Section):
+    """`aqpipe hj212-gateway`: HJ 212 data loggers over TCP -> MQTT (ingest/README-hj212.md)."""
+
+    # HOST:PORT to listen on. Loopback by default; 0.0.0.0:9212 to take loggers from the network.
+    listen: str = Field("127.0.0.1:9212", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^:\s]+):[0-9]{1,5}$")
+    client_id: str = "aqpipe-hj212-gateway"  # its own MQTT client id, apart from ingest's
+    max_connections: int = Field(1000, ge=1)
+    idle_timeout_s: float = Field(300.0, gt=0)  # no byte for this long: the connection is closed
+    # Whole frame incl. ## + length + CRC + CRLF; the standard's largest is 10011 (data 9999).
+    max_frame_bytes: int = Field(10011, ge=64, le=10011)
+    window: int = Field(64, ge=1)  # frames of one connection awaiting the broker's PUBACK
+    max_pending: int = Field(10000, ge=1, le=60000)  # all connections: publishes not yet acked
+    drain_timeout_s: float = Field(10.0, ge=0)  # at SIGTERM: wait this long for PUBACKs and replies
+    metrics_port: int = Field(9109, ge=0, le=65535)  # /metrics on metrics.host; 0 = off
+
+
 class Config(_Section):
     data_dir: Path = Path("./data")
     registry_dir: Path | None = None  # stations.toml / outlets.toml; default: beside the config file
@@ -96,11 +138,18 @@ class Config(_Section):
     influx: InfluxConfig = InfluxConfig()
     metrics: MetricsConfig = MetricsConfig()
     ingest: IngestConfig = IngestConfig()
+    spool: SpoolConfig = SpoolConfig()
+    aggregator: AggregatorConfig = AggregatorConfig()
+    hj212_gateway: Hj212GatewayConfig = Hj212GatewayConfig()
     source: Path | None = None  # the file this was read from, if any
 
     @property
     def deadletter_dir(self) -> Path:
         return self.data_dir / "deadletter"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
 
     @property
     def registry_path(self) -> Path:

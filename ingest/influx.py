@@ -71,13 +71,21 @@ class V1Writer:
         self.http = urllib3.PoolManager(
             num_pools=2, maxsize=4, timeout=urllib3.Timeout(connect=3.0, read=cfg.timeout_s), retries=False
         )
+        # InfluxDB 1.x: a database lost or not yet created (the server was down when we
+        # started) is created on the first 404, then the write is tried again.
+        self.create = InfluxQL.from_config(cfg) if cfg.create_database else None
 
     def write(self, lines: list[str]) -> None:
         body = "\n".join(lines).encode("utf-8")
         try:
             r = self.http.request("POST", self.url, body=body, headers=self.headers)
+            if r.status == 404 and self.create is not None and b"database not found" in r.data:
+                self.create.execute(f'CREATE DATABASE "{self.create.database}"')
+                r = self.http.request("POST", self.url, body=body, headers=self.headers)
         except urllib3.exceptions.HTTPError as e:
             raise WriteError(None, str(e)) from None
+        except QueryError as e:
+            raise WriteError(404, f"database missing and could not be created: {e}") from None
         if r.status >= 300:
             raise WriteError(r.status, _error_text(r.data), _retry_after(r.headers.get("Retry-After")))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 RECEIVED = Counter("aqpipe_received_messages_total", "MQTT messages received", ["kind"])
 READINGS_WRITTEN = Counter("aqpipe_written_readings_total", "Readings accepted by InfluxDB")
@@ -16,8 +16,9 @@ MQTT_CONNECTED = Gauge("aqpipe_mqtt_connected", "1 while connected to the MQTT b
 MQTT_RECONNECTS = Counter("aqpipe_mqtt_connects_total", "Successful MQTT (re)connections")
 IN_FLIGHT = Gauge("aqpipe_inflight_messages", "Messages received and not yet acknowledged")
 
-
-def serve(host: str, port: int) -> None:
-    """Start the /metrics endpoint in a daemon thread; port 0 leaves it off."""
-    if port:
-        start_http_server(port, addr=host)
+SPOOLED = Counter("aqpipe_spooled_readings_total", "Readings written to the disk spool (InfluxDB unavailable)")
+DRAINED = Counter("aqpipe_spool_drained_readings_total", "Readings moved from the spool into InfluxDB")
+SPOOL_BYTES = Gauge("aqpipe_spool_bytes", "Bytes waiting in the disk spool")
+SPOOL_SEGMENTS = Gauge("aqpipe_spool_segments", "Segment files in the disk spool")
+SPOOL_OLDEST_AGE = Gauge("aqpipe_spool_oldest_age_seconds", "Age of the oldest spooled batch (0 when empty)")
+SPOOL_FULL = Gauge("aqpipe_spool_full", "1 while the spool is full and acknowledgements are held back")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
 import time
+from pathlib import Path
+from typing import IO
 
 import paho.mqtt.client as paho
 
@@ -13,11 +16,12 @@ from ingest.batcher import Batcher, Entry
 from ingest.config import Config
 from ingest.deadletter import DeadLetter, DeadLetterStore
 from ingest.decode import MessageDecoder
-from ingest.errors import RejectedReading
+from ingest.errors import ConfigError, RejectedReading
 from ingest.influx import InfluxQL, make_writer
 from ingest.mqtt import connect_properties, make_client
 from ingest.reading import to_line
 from ingest.registry import Registry
+from ingest.spool import Spool
 from ingest.topics import parse, subscriptions
 from ingest.validate import Validator
 
@@ -41,6 +45,7 @@ class IngestService:
             batch_size=cfg.influx.batch_size,
             flush_interval_s=cfg.influx.flush_interval_s,
             max_backoff_s=cfg.influx.retry_max_backoff_s,
+            spool=Spool(cfg.spool_dir, cfg.spool.max_bytes) if cfg.spool.enabled else None,
         )
         self.client = make_client(cfg.mqtt, manual_ack=True)
         self.client.on_connect = self._on_connect
@@ -116,6 +121,7 @@ class IngestService:
 
     # --- lifecycle ---
     def start(self) -> None:
+        self._lock_file = _lock_data_dir(self.cfg.data_dir)
         if self.cfg.influx.api == "v1" and self.cfg.influx.create_database:
             threading.Thread(target=_ensure_database, args=(self.cfg,), name="aqpipe-createdb", daemon=True).start()
         self.batcher.start()
@@ -132,12 +138,35 @@ class IngestService:
         self.client.disconnect()
         self.client.loop_stop()
         self.writer.close()
+        self._lock_file.close()
         log.info("event=stopped received=%d written=%d deadlettered=%d", self.received, self.batcher.written, self.batcher.deadlettered)
 
+    def ready(self) -> tuple[bool, str]:
+        """Ready: subscribed to the broker, and InfluxDB answering or the spool accepting."""
+        if not self.connected.is_set():
+            return False, "mqtt not connected"
+        if self.batcher.influx_down.is_set() and (self.batcher.spool is None or self.batcher.spool_full):
+            return False, "influxdb unavailable and spool full" if self.batcher.spool else "influxdb unavailable"
+        return True, "ok"
+
     def status_line(self) -> str:
-        return (f"received={self.received} written={self.batcher.written} deadlettered={self.batcher.deadlettered} "
+        b = self.batcher
+        spool = f" spooled_bytes={b.spool.bytes}" if b.spool is not None else ""
+        return (f"received={self.received} written={b.written} deadlettered={b.deadlettered} "
                 f"inflight={self.inflight} mqtt={'up' if self.connected.is_set() else 'down'} "
-                f"write_failures={self.batcher.failed_attempts}")
+                f"influx={'down' if b.influx_down.is_set() else 'up'}{spool} write_failures={b.failed_attempts}")
+
+
+def _lock_data_dir(data_dir: Path) -> IO:
+    """One ingest per data_dir: two would interleave the same spool segments."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    f = open(data_dir / "ingest.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ConfigError("data_dir", f"{data_dir} is in use by another running ingest; give each instance its own data_dir") from None
+    return f
 
 
 def _ensure_database(cfg: Config) -> None:

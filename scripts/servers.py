@@ -57,7 +57,11 @@ def binary(name: str) -> str:
 def mosquitto_conf(d: Path, port: int) -> str:
     # Manual acks wait for durability, so the broker must allow a large in-flight window
     # and keep a deep queue for persistent sessions while a consumer is down.
+    # `user`: Mosquitto started as root otherwise drops to the mosquitto user, which
+    # cannot write our data dir; persistence would then fail silently (sessions lost).
+    user = "root" if os.geteuid() == 0 else ""
     return f"""\
+{"user " + user if user else ""}
 listener {port} 127.0.0.1
 allow_anonymous true
 persistence true

@@ -90,9 +90,10 @@ def test_redelivered_reading_is_stored_once(ingest, publisher, influx, unique):
 
 
 def test_unacknowledged_messages_are_redelivered_to_the_next_session_and_stored_once(config, ingest, publisher, influx, unique):
-    """A service whose writes fail never acks; the broker redelivers to the next session."""
+    """Without a spool, a service whose writes fail never acks; the broker redelivers to the next session."""
     down = config.model_copy(deep=True)
     down.influx.url = "http://127.0.0.1:9"  # nothing listens there: every write fails
+    down.spool.enabled = False
     first = ingest(down)
     station = f"{unique}-005"
     t0 = _now_minute() - timedelta(minutes=30)
@@ -155,8 +156,8 @@ def test_each_rejection_reason_is_dead_lettered_and_counted(reason, ingest, publ
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     assert letter.payload == raw  # the raw payload, byte for byte (base64 on disk when not UTF-8)
     assert letter.detail
+    wait_until(lambda: service.inflight == 0)  # the message was acknowledged (after it was counted)
     assert metrics.DEADLETTERED.labels(reason)._value.get() == before + 1
-    wait_until(lambda: service.inflight == 0)  # and the message was acknowledged
 
 
 def test_a_point_influxdb_refuses_is_dead_lettered_and_the_rest_of_the_batch_lands(ingest, publisher, influx, config, unique):
