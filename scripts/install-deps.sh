@@ -11,6 +11,7 @@ have_cmd mosquitto_pub /usr/bin/mosquitto_pub || need+=(mosquitto-clients)
 have_cmd influxd /usr/bin/influxd || need+=(influxdb)
 have_cmd prometheus-alertmanager /usr/bin/prometheus-alertmanager || need+=(prometheus-alertmanager)
 have_cmd victoria-metrics /usr/bin/victoria-metrics || need+=(victoria-metrics)
+have_cmd curl /usr/bin/curl || need+=(curl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -12,10 +12,6 @@ AQPIPE=.venv/bin/aqpipe
 
 python3 scripts/servers.py up --dir "$RUN_DIR" mosquitto influxdb
 
-.venv/bin/aqpipe simulate --interval 5 --backfill-hours 24 --log-level WARNING > "$RUN_DIR/simulate.log" 2>&1 &
-sim=$!
-trap 'kill $sim 2>/dev/null || true; wait $sim 2>/dev/null || true' EXIT
-
 cat <<MSG
 
 aqpipe is starting on a simulated feed: 20 ambient stations every 5 s (plus 24 h of
@@ -31,4 +27,20 @@ Where to look:
   Simulator log $RUN_DIR/simulate.log;  server logs in $RUN_DIR/*/
 MSG
 
-"$AQPIPE" run
+"$AQPIPE" run &
+svc=$!
+sim=
+stop() { kill -TERM $svc $sim 2>/dev/null || true; }
+trap stop INT TERM
+# The simulator starts once aqpipe has subscribed, so not a reading of the feed is missed.
+for _ in $(seq 1 100); do
+  python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:9108/readyz', timeout=1)" 2>/dev/null && break
+  kill -0 $svc 2>/dev/null || break
+  sleep 0.2
+done
+"$AQPIPE" simulate --interval 5 --backfill-hours 24 --log-level WARNING > "$RUN_DIR/simulate.log" 2>&1 &
+sim=$!
+wait $svc || true
+wait $svc 2>/dev/null || true
+kill -TERM $sim 2>/dev/null || true
+wait $sim 2>/dev/null || true
