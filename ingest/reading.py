@@ -7,6 +7,7 @@ payload once at the edge, and after that a reading is trusted data on the hot pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 # Measurement -> identity tag key (DESIGN.md, InfluxDB schema).
 IDENTITY_TAG = {"ambient": "station", "stack": "outlet"}
@@ -34,11 +35,16 @@ def _escape_str(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
+@lru_cache(maxsize=65536)
+def _series_key(measurement: str, identity: str) -> str:
+    return f"{measurement},{IDENTITY_TAG[measurement]}={_escape_tag(identity)} "
+
+
 def to_line(reading: Reading) -> str:
     """Format one reading as a line-protocol point: floats as `repr`, flags as string fields."""
-    fields = [f"{name}={value!r}" for name, value in reading.values.items()]
-    fields += [f'{name}_flag="{_escape_str(flag)}"' for name, flag in reading.flags.items()]
+    fields = ",".join([f"{name}={value!r}" for name, value in reading.values.items()])
+    if reading.flags:
+        fields += "," + ",".join([f'{name}_flag="{_escape_str(flag)}"' for name, flag in reading.flags.items()])
     if reading.status is not None:
-        fields.append(f'status="{_escape_str(reading.status)}"')
-    tag = IDENTITY_TAG[reading.measurement]
-    return f"{reading.measurement},{tag}={_escape_tag(reading.identity)} {','.join(fields)} {reading.time_ns}"
+        fields += f',status="{_escape_str(reading.status)}"'
+    return f"{_series_key(reading.measurement, reading.identity)}{fields} {reading.time_ns}"
