@@ -34,6 +34,7 @@ bench: deps venv
 	$(PY) bench/ingest.py
 	$(PY) bench/hj212.py
 	$(PY) bench/aqi.py
+	$(PY) bench/outage.py
 
 servers-up: deps
 	$(PYTHON) scripts/servers.py up --dir $(RUN_DIR) mosquitto influxdb

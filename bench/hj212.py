@@ -1,6 +1,8 @@
-"""HJ 212 decode throughput: frames/s for a typical 10-pollutant minute frame, vs the target.
+"""HJ 212 throughput: frames/s decoded for a typical 10-pollutant minute frame, vs the
+target, and frames/s through the TCP gateway into MQTT.
 
-Run: .venv/bin/python bench/hj212.py    (about 10 s)
+Run: .venv/bin/python bench/hj212.py              (about 40 s)
+     .venv/bin/python bench/hj212.py --decode-only  (about 10 s)
 
 Measures `decode` (UTF-8 check, split, length, CRC, parse, map to readings) on
   - typical: coal-boiler minute frame (CN 2051), 10 codes, Avg + Flag, ZsAvg for
@@ -8,15 +10,34 @@ Measures `decode` (UTF-8 check, split, length, CRC, parse, map to readings) on
   - full: the same 10 codes with every suffix (Min/Avg/Max, Zs*, Cou; ~1 KB, 64 values),
 and, as a baseline in the same run, the bit-by-bit CRC loop of the standard alone
 on the typical frame's data segment. Best of several repeats (a shared machine is noisy).
+
+Gateway (best of GATEWAY_REPEATS): a fresh Mosquitto (scripts/servers.py, free port,
+temp dir), `aqpipe hj212-gateway` as its own process, CLIENTS TCP clients each
+sending FRAMES_PER_CLIENT typical frames with Flag=5 (reply wanted) as fast as the
+gateway takes them, and a bare paho subscriber on aq/v1/hj212/# (QoS 0 there; the
+gateway's own publishes are QoS 1). Rate = frames arrived at the subscriber / time
+from the first byte sent to the last frame arrived; the 9014 replies (each sent
+only after its PUBACK) are counted too. Everything runs on this machine, load
+generator included: on a small or busy box the figure is a floor and varies.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 import timeit
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import servers  # noqa: E402  (scripts/servers.py)
 
 from ingest.decoders.hj212 import build_frame, crc16_hj212, crc16_hj212_bitwise, decode  # noqa: E402
 from ingest.registry import Outlet, Registry  # noqa: E402
@@ -48,6 +69,98 @@ def rate(fn, number: int, repeat: int = 5) -> float:
     return number / min(timeit.repeat(fn, number=number, repeat=repeat))
 
 
+CLIENTS = 8
+FRAMES_PER_CLIENT = 2_500
+GATEWAY_REPEATS = 3  # fresh broker and gateway each time; the best run is reported
+
+
+def gateway_rate(clients: int = CLIENTS, per_client: int = FRAMES_PER_CLIENT) -> tuple[float, int, int, float]:
+    """(frames/s into MQTT, frames arrived, replies received, seconds)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    total = clients * per_client
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = servers.Server("mosquitto", servers.free_port(), Path(tmp) / "mosquitto").start()
+        gw_port = servers.free_port()
+        env = {**os.environ, "AQPIPE_MQTT__PORT": str(broker.port), "AQPIPE_HJ212_GATEWAY__METRICS_PORT": "0",
+               "AQPIPE_HJ212_GATEWAY__CLIENT_ID": "bench-gateway", "AQPIPE_CONFIG": os.devnull}
+        gateway = subprocess.Popen([sys.executable, "-m", "ingest.cli", "hj212-gateway", "--log-level", os.environ.get("BENCH_LOG", "WARNING"),
+                                    "--listen", f"127.0.0.1:{gw_port}"], cwd=ROOT, env=env)
+        arrived = 0
+        done = threading.Event()
+        last = [0.0]
+
+        def on_message(client, userdata, msg):
+            nonlocal arrived
+            arrived += 1
+            if arrived == total:
+                last[0] = time.perf_counter()
+                done.set()
+
+        sub = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        sub.on_message = on_message
+        subscribed = threading.Event()
+        sub.on_subscribe = lambda *a: subscribed.set()
+        sub.connect("127.0.0.1", broker.port)
+        sub.subscribe("aq/v1/hj212/#", qos=0)  # QoS 0: the bench measures the gateway, not its own acks
+        sub.loop_start()
+        try:
+            subscribed.wait(10)
+            socks = []
+            deadline = time.monotonic() + 15
+            while len(socks) < clients:
+                try:
+                    socks.append(socket.create_connection(("127.0.0.1", gw_port), timeout=60))
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            replies = [0] * clients
+            frames = [[] for _ in range(clients)]
+            body = typical().decode()[6:-6].split(";", 1)[1]  # the data segment after QN
+            for i in range(clients):  # distinct QN per frame, as loggers send them
+                for k in range(per_client):
+                    seg = f"QN=2026112414{i:02d}{k:05d};" + body
+                    frames[i].append(build_frame(seg).encode())
+
+            def send(i: int) -> None:
+                s = socks[i]
+                data = b"".join(frames[i])
+                reader = threading.Thread(target=read_replies, args=(i,))
+                reader.start()
+                s.sendall(data)
+                reader.join()
+
+            def read_replies(i: int) -> None:
+                s, n = socks[i], 0
+                while n < per_client:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    n += chunk.count(b"\r\n")
+                replies[i] = n
+
+            threads = [threading.Thread(target=send, args=(i,)) for i in range(clients)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            if not done.wait(300):
+                raise RuntimeError(f"only {arrived} of {total} frames arrived")
+            for t in threads:
+                t.join(60)
+            seconds = last[0] - start
+            for s in socks:
+                s.close()
+            return total / seconds, arrived, sum(replies), seconds
+        finally:
+            sub.loop_stop()
+            sub.disconnect()
+            gateway.terminate()
+            gateway.wait(30)
+            broker.stop()
+
+
 def main() -> None:
     results = {}
     for name, payload in (("typical", typical()), ("full", full())):
@@ -62,6 +175,11 @@ def main() -> None:
     print(f"CRC only, folded table   {len(segment):5d} B  {fast_crc:10,.0f} /s")
     print(f"CRC only, bit by bit     {len(segment):5d} B  {slow_crc:10,.0f} /s  (folded is {fast_crc / slow_crc:,.0f}x faster;"
           f" bit-by-bit alone allows {slow_crc / TARGET:.2f}x target)")
+    if "--decode-only" in sys.argv:
+        return
+    per_s, arrived, replies, seconds = max(gateway_rate() for _ in range(GATEWAY_REPEATS))
+    print(f"gateway  typical  {len(typical()):5d} B  {per_s:10,.0f} frames/s  TCP -> gateway -> Mosquitto -> subscriber "
+          f"({CLIENTS} clients, {arrived:,} frames in {seconds:.1f} s, {replies:,} replies 9014 after PUBACK)")
 
 
 if __name__ == "__main__":
