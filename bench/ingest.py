@@ -29,7 +29,6 @@ import urllib3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "bench"))
 
 import servers  # noqa: E402
 from feed import T0, VALUES, batch_messages, client, one_reading_messages, publish, register_session, session_props  # noqa: E402
