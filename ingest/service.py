@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import random
 import threading
 import time
 from pathlib import Path
@@ -18,11 +19,11 @@ from ingest.deadletter import DeadLetter, DeadLetterStore
 from ingest.decode import MessageDecoder
 from ingest.errors import ConfigError, RejectedReading
 from ingest.influx import InfluxQL, make_writer
-from ingest.mqtt import connect_properties, make_client
+from ingest.mqtt import ack_many, connect_properties, make_client
 from ingest.reading import to_line
 from ingest.registry import Registry
 from ingest.spool import Spool
-from ingest.topics import parse, subscriptions
+from ingest.topics import subscriptions
 from ingest.validate import Validator
 
 log = logging.getLogger("aqpipe.ingest")
@@ -60,6 +61,7 @@ class IngestService:
         self.received = 0
         self.inflight = 0
         self.connected = threading.Event()
+        self._received = {kind: metrics.RECEIVED.labels(kind) for kind in ("ambient", "stack", "rejected")}
 
     # --- MQTT callbacks (network thread) ---
     def _on_connect(self, client: paho.Client, userdata, flags, reason_code, properties) -> None:
@@ -87,6 +89,8 @@ class IngestService:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         metrics.MQTT_CONNECTED.set(0)
         self.connected.clear()
+        # Jitter, so a fleet of services does not reconnect in lock-step after a broker restart.
+        client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5), max_delay=30)
         if self._accepting:
             log.warning("event=mqtt_disconnected reason=%r (reconnecting)", str(reason_code))
 
@@ -101,22 +105,22 @@ class IngestService:
         try:
             readings = self.decoder.decode(topic, payload, time.time_ns())
         except RejectedReading as e:
-            metrics.RECEIVED.labels("rejected").inc()
+            self._received["rejected"].inc()
             self.batcher.put(Entry(topic, payload, letter=DeadLetter(topic, payload, e.reason.value, e.detail), token=token))
             return
-        metrics.RECEIVED.labels(parse(topic, self.cfg.mqtt.topic_prefix).kind).inc()
+        self._received[readings[0].measurement if readings else "rejected"].inc()
         self.batcher.put(Entry(topic, payload, [to_line(r) for r in readings], token=token))
 
     # --- writer thread ---
     def _ack(self, tokens: list) -> None:
         generation = self._generation
-        acked = 0
+        qos1 = [mid for gen, mid, qos in tokens if gen == generation and qos == 1]
+        ack_many(self.client, qos1)
         for gen, mid, qos in tokens:
-            if gen == generation and qos > 0:
+            if gen == generation and qos == 2:
                 self.client.ack(mid, qos)
-            acked += 1
         with self._lock:
-            self.inflight = max(0, self.inflight - acked)
+            self.inflight = max(0, self.inflight - len(tokens))
         metrics.IN_FLIGHT.set(self.inflight)
 
     # --- lifecycle ---

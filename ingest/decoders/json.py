@@ -80,7 +80,9 @@ def decode(measurement: str, identity: str, payload: bytes) -> list[Reading]:
         return [_reading(measurement, identity, item, env.units) for item in env.readings]
     if env.values is None or env.time is None:
         raise RejectedReading(Reason.SCHEMA, "a reading needs 'time' and 'values' (or a 'readings' list)")
-    item = _Item(time=env.time, interval_s=env.interval_s, values=env.values, flags=env.flags, status=env.status)
+    # Already validated as part of the envelope: build the item without validating again.
+    item = _Item.model_construct(time=env.time, interval_s=env.interval_s, values=env.values, flags=env.flags,
+                                 units={}, status=env.status)
     return [_reading(measurement, identity, item, env.units)]
 
 
