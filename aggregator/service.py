@@ -1,0 +1,372 @@
+"""The aggregator service: MQTT tells it what is dirty, InfluxDB tells it the numbers.
+
+Three threads: paho's network loop decodes each message only to learn which
+(station/outlet, hour) it touches; the persister records that in the journal (fsync) and
+then acknowledges; the scheduler computes every dirty rollup whose period is over (plus
+`settle_s`) from the readings stored in InfluxDB, writes the points (idempotent: same
+measurement, tags and time) and publishes them on aq/v1/derived/...
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as paho
+
+from aggregator import metrics
+from aggregator.keys import DAY, HOUR, InputKey, OutputKey, affected, closes_at, day_of_hour, hour_of_ns, inputs_of
+from aggregator.rollup import AqiOptions, Point, ambient_points, stack_points
+from aggregator.source import AMBIENT_FIELDS, NS, STACK_FIELDS, fetch, identities
+from aggregator.state import AggregatorState
+from ingest.config import Config
+from ingest.decode import MessageDecoder
+from ingest.errors import RejectedReading
+from ingest.influx import InfluxQL, QueryError, WriteError, make_writer
+from ingest.mqtt import connect_properties, make_client
+from ingest.reading import Reading
+from ingest.registry import Registry
+from ingest.topics import subscriptions
+from ingest.validate import Validator
+
+log = logging.getLogger("aqpipe.aggregator")
+
+MAX_RUN_DAYS = 7  # days computed per query batch (bounds memory and response size)
+WRITE_CHUNK = 5000
+_RELEVANT = {"ambient": frozenset(AMBIENT_FIELDS), "stack": frozenset(STACK_FIELDS)}
+
+
+class AggregatorService:
+    def __init__(self, cfg: Config, registry: Registry | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.acfg = cfg.aggregator
+        self.clock = clock
+        self.registry = registry if registry is not None else Registry.load(cfg.registry_path)
+        self.decoder = MessageDecoder(
+            cfg.mqtt.topic_prefix, self.registry,
+            Validator(cfg.ingest.future_tolerance_s, cfg.ingest.retention_days), cfg.ingest.max_payload_bytes)
+        self.state = AggregatorState(cfg.data_dir / "aggregator")
+        self.query = InfluxQL.from_config(cfg.influx)
+        self.writer = make_writer(cfg.influx)
+        self.options = AqiOptions(self.acfg.cn_standards, self.acfg.cn_2026_effective, self.acfg.us)
+        self.client = make_client(cfg.mqtt, client_id=self.acfg.client_id, manual_ack=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self._generation = 0
+        self._accepting = True
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._persister = threading.Thread(target=self._persist_loop, name="aqpipe-agg-journal", daemon=True)
+        self._scheduler = threading.Thread(target=self._schedule_loop, name="aqpipe-agg-scheduler", daemon=True)
+        self._failures = 0
+        self._last_watermark = 0.0
+        self._resumed = self.state.watermark is not None  # a previous run left its journal
+        self._recompute_all = threading.Event()
+        self._recomputed_on_start = threading.Event()
+        self.connected = threading.Event()
+        self.idle = threading.Event()  # set while no rollup is due (tests, status)
+        self.received = 0
+        self.journalled = 0  # messages recorded in the journal (and acknowledged)
+        self.rejected = 0
+        self.written = 0
+        self.batches = 0
+
+    # --- MQTT (network thread) ---
+    def _on_connect(self, client: paho.Client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("event=mqtt_connect_refused reason=%r", str(reason_code))
+            return
+        self._generation += 1
+        metrics.MQTT_CONNECTED.set(1)
+        if not flags.session_present and self._resumed:
+            # The broker lost our session (expired, broker state lost, new client id): whatever
+            # it queued for us is gone, late readings included. Recompute the lateness window.
+            log.warning("event=mqtt_session_lost client_id=%s (recomputing the last %s hours from InfluxDB)",
+                        self.acfg.client_id, self.acfg.lateness_hours)
+            self._recompute_all.set()
+        filters = subscriptions(self.cfg.mqtt.topic_prefix)
+        client.subscribe([(f, paho.SubscribeOptions(qos=1)) for f in filters])
+        log.info("event=mqtt_connected client_id=%s session_present=%s subscriptions=%s",
+                 self.acfg.client_id, flags.session_present, ",".join(filters))
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.error("event=subscribe_refused reasons=%s (check the broker ACL for this account)", ",".join(failed))
+            return
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        metrics.MQTT_CONNECTED.set(0)
+        self.connected.clear()
+        if self._accepting:
+            log.warning("event=mqtt_disconnected reason=%r (reconnecting)", str(reason_code))
+
+    def _on_message(self, client: paho.Client, userdata, msg: paho.MQTTMessage) -> None:
+        if not self._accepting:
+            return  # unacked: the broker redelivers it to our next session
+        self.received += 1
+        token = (self._generation, msg.mid, msg.qos)
+        try:
+            readings = self.decoder.decode(msg.topic, msg.payload, time.time_ns())
+        except RejectedReading:
+            self.rejected += 1  # ingest dead-letters it; nothing for us to compute
+            readings = []
+        self._queue.put((self._marks(readings), token))
+
+    def _marks(self, readings: list[Reading]) -> dict[InputKey, set[int]]:
+        oldest_ns = int((self.clock() - self.acfg.lateness_hours * HOUR) * NS)
+        seen: dict[InputKey, set[int]] = {}
+        for r in readings:
+            if r.time_ns < oldest_ns:
+                continue  # beyond the lateness: stored by ingest, not recomputed (README)
+            if not (_RELEVANT[r.measurement] & (r.values.keys() | r.flags.keys())) and r.status is None:
+                continue  # e.g. meteorology only: no rollup depends on it
+            hour = hour_of_ns(r.time_ns)
+            seen.setdefault(InputKey(r.measurement, r.identity, hour), set()).add(r.time_ns - (hour - HOUR) * NS)
+        return seen
+
+    # --- persister thread: journal, then ack ---
+    def _persist_loop(self) -> None:
+        done = False
+        while not done:
+            try:
+                first = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            items = []
+            if first is None:
+                done = True
+            else:
+                items.append(first)
+            while len(items) < 10_000:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    done = True
+                    break
+                items.append(item)
+            if items:
+                self._persist(items)
+
+    def _persist(self, items: list) -> None:
+        seen: dict[InputKey, set[int]] = {}
+        for marks, _ in items:
+            for key, offsets in marks.items():
+                seen.setdefault(key, set()).update(offsets)
+        dirty = {out for key in seen for out in affected(key)}
+        self.state.mark(seen, dirty)
+        generation = self._generation
+        for _, (gen, mid, qos) in items:
+            if gen == generation and qos > 0:
+                self.client.ack(mid, qos)
+        self.journalled += len(items)
+        metrics.DIRTY.set(self.state.counts()[0])
+
+    # --- scheduler thread ---
+    def _due_at(self, key: OutputKey) -> float:
+        return closes_at(key) + self.acfg.settle_s
+
+    def _schedule_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._recompute_since_watermark()
+                self._recomputed_on_start.set()
+                break
+            except (QueryError, WriteError) as e:
+                log.warning("event=startup_recompute_failed detail=%r (retrying)", str(e)[:200])
+                if self._stop.wait(2.0):
+                    return
+        while not self._stop.is_set():
+            if self._recompute_all.is_set():
+                try:
+                    self._recompute_since_watermark(full=True)
+                    self._recompute_all.clear()
+                except (QueryError, WriteError) as e:
+                    log.warning("event=recompute_failed detail=%r (retrying)", str(e)[:200])
+            self.run_once()
+            self._stop.wait(self.acfg.tick_s)
+
+    def _recompute_since_watermark(self, full: bool = False) -> None:
+        """Mark dirty every rollup since the watermark (bounded by the lateness), for every identity.
+
+        On start this covers the hours that closed while the service was down, even if their
+        readings never reached us over MQTT; `full` (the broker lost our session, so late
+        readings it queued are gone too) recomputes the whole lateness window. InfluxDB has
+        the readings, so recomputing from it loses no hour.
+        """
+        now = self.clock()
+        oldest = now - self.acfg.lateness_hours * HOUR
+        w = self.state.watermark
+        start = oldest if w is None or full else max(oldest, w - self.acfg.settle_s - 2 * HOUR)
+        first_hour = hour_of_ns(int(start * NS))
+        last_hour = hour_of_ns(int(now * NS))
+        hours = range(first_hour, last_hour + HOUR, HOUR)
+        dirty: list[OutputKey] = []
+        for kind in ("ambient", "stack"):
+            for ident in identities(self.query, kind):
+                dirty += [OutputKey(kind, ident, "hour", h) for h in hours]
+                if kind == "ambient":
+                    dirty += [OutputKey(kind, ident, "day", d) for d in sorted({day_of_hour(h) for h in hours})]
+        self.state.redirty(dirty)
+        log.info("event=recompute_scheduled from=%s hours=%d rollups=%d watermark=%s",
+                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(first_hour - HOUR)), len(hours), len(dirty), w)
+
+    def run_once(self) -> int:
+        """Compute every rollup that is due now; returns how many points were written."""
+        now = self.clock()
+        due = self.state.snapshot_due(now, self._due_at)
+        if not due:
+            self._maybe_advance_watermark(now)
+            self.idle.set()
+            return 0
+        self.idle.clear()
+        written = 0
+        for kind in ("ambient", "stack"):
+            outs = {k: s for k, s in due.items() if k.kind == kind}
+            for run in _day_runs(outs):
+                written += self._compute(kind, run, now)
+        metrics.DIRTY.set(self.state.counts()[0])
+        return written
+
+    def _maybe_advance_watermark(self, now: float) -> None:
+        if now - self._last_watermark >= 30.0 or self.state.watermark is None:
+            if not self.state.snapshot_due(now, self._due_at, ignore_retry=True):
+                self.state.set_watermark(now)
+                self._last_watermark = now
+
+    def _compute(self, kind: str, outs: dict[OutputKey, int], now: float) -> int:
+        started = time.monotonic()
+        days = sorted({day_of_hour(k.time) if k.period == "hour" else k.time for k in outs})
+        ids = sorted({k.identity for k in outs})
+        # One day of context in front: 8-h, 24-h and NowCast windows of the first hours.
+        day0 = days[0] - DAY if kind == "ambient" else days[0]
+        n_days = (days[-1] - day0) // DAY + 1
+        try:
+            series = fetch(self.query, kind, ids, day0, day0 + n_days * DAY)
+        except QueryError as e:
+            return self._failed(outs, now, "query", e)
+
+        # Compute only once InfluxDB holds every reading seen on MQTT for the hours used.
+        needed = {i for k in outs for i in inputs_of(k)}
+        present = series.times_by_hour(kind)
+        verified: dict[InputKey, set[int]] = {}
+        blocked: set[InputKey] = set()
+        for key, (offsets, since) in self.state.seen_for(needed).items():
+            missing = offsets - present.get(key, set())
+            if not missing:
+                verified[key] = offsets
+            elif time.time() - since >= self.acfg.max_wait_s:
+                metrics.GAVE_UP_WAITING.inc()
+                log.warning("event=readings_never_stored kind=%s identity=%s hour_end=%d missing=%d "
+                            "(computed without them; see ingest dead letters)", kind, key.identity, key.hour, len(missing))
+                verified[key] = offsets
+            else:
+                blocked.add(key)
+        ready = {k: s for k, s in outs.items() if not any(i in blocked for i in inputs_of(k))}
+        if blocked:
+            metrics.WAITING_FOR_INGEST.inc()
+        if not ready:
+            return 0
+
+        def want(period: str) -> Callable[[str, int], bool]:
+            return lambda ident, t: OutputKey(kind, ident, period, t) in ready
+
+        if kind == "ambient":
+            points = ambient_points(series, day0, n_days, self.options, want("hour"), want("day"))
+        else:
+            points = stack_points(series, day0 + HOUR, n_days * 24, self.registry, self.acfg.stack_o2_mode,
+                                  want("hour"))
+        try:
+            lines = [p.line() for p in points]
+            for k in range(0, len(lines), WRITE_CHUNK):
+                self.writer.write(lines[k:k + WRITE_CHUNK])
+        except WriteError as e:
+            return self._failed(ready, now, "write", e)
+        self._failures = 0
+        self._publish(points)
+        self.state.done(ready, verified)
+        for p in points:
+            metrics.ROLLUPS.labels(p.measurement).inc()
+        self.written += len(points)
+        self.batches += 1
+        metrics.AGGREGATE_SECONDS.observe(time.monotonic() - started)
+        log.debug("event=rollups kind=%s outputs=%d points=%d seconds=%.3f", kind, len(ready), len(points),
+                  time.monotonic() - started)
+        return len(points)
+
+    def _failed(self, outs: dict[OutputKey, int], now: float, what: str, e: Exception) -> int:
+        self._failures += 1
+        metrics.ERRORS.labels(what).inc()
+        delay = min(60.0, 0.5 * 2 ** min(self._failures, 7))
+        log.warning("event=rollup_%s_failed delay_s=%.1f detail=%r", what, delay, str(e)[:200])
+        self.state.postpone(outs, now + delay)
+        return 0
+
+    def _publish(self, points: list[Point]) -> None:
+        if not self.acfg.publish_derived:
+            return
+        prefix = self.cfg.mqtt.topic_prefix
+        for p in points:
+            self.client.publish(f"{prefix}/derived/{p.topic}", p.payload(), qos=1)
+
+    # --- lifecycle ---
+    def start(self) -> None:
+        self._persister.start()
+        self._scheduler.start()
+        self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s,
+                                  clean_start=False, properties=connect_properties(self.cfg.mqtt))
+        self.client.loop_start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop consuming, journal and ack what was received, finish the batch in hand, disconnect."""
+        self._accepting = False
+        self._queue.put(None)
+        self._persister.join(timeout_s)
+        self._stop.set()
+        self._scheduler.join(timeout_s)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.writer.close()
+        self.state.close()
+        log.info("event=stopped received=%d written=%d", self.received, self.written)
+
+    @property
+    def recompute_pending(self) -> bool:
+        """A recompute from InfluxDB (start, lost session) is yet to be scheduled."""
+        return not self._recomputed_on_start.is_set() or self._recompute_all.is_set()
+
+    def due(self) -> int:
+        """How many rollups are due now (computed on the next ticks)."""
+        return len(self.state.snapshot_due(self.clock(), self._due_at, ignore_retry=True))
+
+    def status_line(self) -> str:
+        dirty, seen = self.state.counts()
+        return (f"received={self.received} rejected={self.rejected} due={self.due()} dirty={dirty} waiting_hours={seen} "
+                f"written={self.written} batches={self.batches} mqtt={'up' if self.connected.is_set() else 'down'}")
+
+
+def _day_runs(outs: dict[OutputKey, int]) -> list[dict[OutputKey, int]]:
+    """Split outputs into runs of consecutive China days (at most MAX_RUN_DAYS each)."""
+    by_day: dict[int, dict[OutputKey, int]] = {}
+    for k, s in outs.items():
+        by_day.setdefault(day_of_hour(k.time) if k.period == "hour" else k.time, {})[k] = s
+    runs: list[dict[OutputKey, int]] = []
+    prev = None
+    count = 0
+    for d in sorted(by_day):
+        if prev is None or d - prev != DAY or count >= MAX_RUN_DAYS:
+            runs.append({})
+            count = 0
+        runs[-1].update(by_day[d])
+        prev = d
+        count += 1
+    return runs
