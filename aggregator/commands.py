@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Callable
-
-from ingest.errors import ConfigError
-
-log = logging.getLogger("aqpipe")
 
 AddCommon = Callable[[argparse.ArgumentParser], None]
 
@@ -28,25 +22,7 @@ def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from aggregator import metrics
     from aggregator.service import AggregatorService
-    from ingest.cli import load_or_exit, wait_for_signal
+    from ingest.commands import run_services
 
-    cfg = load_or_exit(args.config)
-    stop = wait_for_signal()
-    try:
-        service = AggregatorService(cfg)
-    except ConfigError as e:
-        print(f"aqpipe: configuration error: {e}", file=sys.stderr)
-        return 2
-    metrics.serve(cfg.metrics.host, cfg.metrics.port)
-    a = cfg.aggregator
-    log.info("event=starting service=aggregator mqtt=mqtt://%s:%d client_id=%s influx=%s settle_s=%s "
-             "lateness_hours=%s state=%s", cfg.mqtt.host, cfg.mqtt.port, a.client_id, cfg.influx.url, a.settle_s,
-             a.lateness_hours, (cfg.data_dir / "aggregator").resolve())
-    service.start()
-    while not stop.wait(a.status_interval_s):
-        log.info("event=status service=aggregator %s", service.status_line())
-    log.info("event=stopping service=aggregator (signal)")
-    service.stop()
-    return 0
+    return run_services(args, [("aggregator", AggregatorService)])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 ROLLUPS = Counter("aqpipe_rollups_total", "Rollup points written to InfluxDB", ["kind"])
 AGGREGATE_SECONDS = Histogram(
@@ -16,13 +16,3 @@ GAVE_UP_WAITING = Counter("aqpipe_aggregator_missing_readings_total",
                           "Hours computed without readings seen on MQTT but never stored (max_wait_s passed)")
 ERRORS = Counter("aqpipe_aggregator_errors_total", "Failed batches (query or write), retried", ["kind"])
 MQTT_CONNECTED = Gauge("aqpipe_aggregator_mqtt_connected", "1 while the aggregator is connected to the broker")
-
-_served = False
-
-
-def serve(host: str, port: int) -> None:
-    """Start the /metrics endpoint in a daemon thread once; port 0 leaves it off."""
-    global _served
-    if port and not _served:
-        start_http_server(port, addr=host)
-        _served = True

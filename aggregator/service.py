@@ -348,6 +348,9 @@ class AggregatorService:
         """How many rollups are due now (computed on the next ticks)."""
         return len(self.state.snapshot_due(self.clock(), self._due_at, ignore_retry=True))
 
+    def ready(self) -> tuple[bool, str]:
+        return (True, "ok") if self.connected.is_set() else (False, "aggregator: mqtt not connected")
+
     def status_line(self) -> str:
         dirty, seen = self.state.counts()
         return (f"received={self.received} rejected={self.rejected} due={self.due()} dirty={dirty} waiting_hours={seen} "

@@ -9,6 +9,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ingest.config import Config
 from ingest.errors import ConfigError, RejectedReading
@@ -26,11 +27,12 @@ def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
     add_common(p)
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("run", help="run every service in one process",
-                       description="Run the services together in one process (today: ingest). "
-                                   "Each can also run on its own: aqpipe ingest.")
+    p = sub.add_parser("run", help="run every service in one process (ingest + aggregator)",
+                       description="Run the services together in one process: ingest and aggregator. "
+                                   "Each can also run on its own (aqpipe ingest, aqpipe aggregate); they share "
+                                   "nothing but MQTT topics and InfluxDB.")
     add_common(p)
-    p.set_defaults(func=cmd_ingest)
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check-config", help="validate the configuration and say what is wrong, by key",
                        description="Load aqpipe.toml plus AQPIPE_* environment overrides, validate, print the "
@@ -74,30 +76,48 @@ def where_to_look(cfg: Config) -> str:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from ingest.service import IngestService
+
+    return run_services(args, [("ingest", IngestService)])
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from aggregator.service import AggregatorService
+    from ingest.service import IngestService
+
+    return run_services(args, [("ingest", IngestService), ("aggregator", AggregatorService)])
+
+
+def run_services(args: argparse.Namespace, factories: list[tuple[str, Callable[[Config], Any]]]) -> int:
+    """Start services in one process with one /metrics /healthz /readyz endpoint, log a
+    status line per service every ingest.status_interval_s, stop them in reverse
+    order on SIGTERM/SIGINT. Each service has start(), stop(), ready(), status_line()."""
     from ingest.cli import wait_for_signal
     from ingest.http import OpsServer
-    from ingest.service import IngestService
 
     cfg = _config(args)
     stop = wait_for_signal()
+    started: list[tuple[str, Any]] = []
     try:
-        service = IngestService(cfg)
-    except ConfigError as e:
-        print(f"aqpipe: configuration error: {e}", file=sys.stderr)
-        return 2
-    ops = OpsServer(cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port else None
-    if ops is not None:
-        ops.add_check(service.ready)
-    log.info("event=starting %s", where_to_look(cfg))
-    try:
-        service.start()
-    except ConfigError as e:
+        services = [(name, make(cfg)) for name, make in factories]
+        ops = OpsServer(cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port else None
+        log.info("event=starting services=%s %s", ",".join(n for n, _ in services), where_to_look(cfg))
+        for name, service in services:
+            service.start()
+            started.append((name, service))
+            if ops is not None:
+                ops.add_check(service.ready)
+    except (ConfigError, OSError) as e:
         print(f"aqpipe: {e}", file=sys.stderr)
+        for _, service in reversed(started):
+            service.stop()
         return 2
     while not stop.wait(cfg.ingest.status_interval_s):
-        log.info("event=status %s", service.status_line())
+        for name, service in started:
+            log.info("event=status service=%s %s", name, service.status_line())
     log.info("event=stopping (signal)")
-    service.stop()
+    for _, service in reversed(started):
+        service.stop()
     if ops is not None:
         ops.close()
     return 0

@@ -33,7 +33,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -263,7 +262,10 @@ class _Publisher:
                  loop: asyncio.AbstractEventLoop) -> None:
         self._cfg = mqtt
         self._loop = loop
-        self._slots = asyncio.Semaphore(max_pending)
+        self._max_pending = max_pending
+        self._limit = max_pending  # lowered to the broker's Receive Maximum at CONNACK
+        self._reserved = 0  # reserve()d, not yet published
+        self._room = asyncio.Event()
         self._pending: dict[int, tuple[asyncio.Future[None], float]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._reconnecting: asyncio.Task | None = None
@@ -271,6 +273,9 @@ class _Publisher:
         self._stopping = False
         self.connected = asyncio.Event()
         self.client = c = make_client(mqtt, client_id)
+        # paho's own in-flight limit off (0): reserve() is the limit. With a limit set,
+        # paho walks every unacknowledged message at each PUBACK (quadratic).
+        c.max_inflight_messages_set(0)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
@@ -313,8 +318,12 @@ class _Publisher:
         return len(self._pending)
 
     async def reserve(self) -> None:
-        """Wait for room among the `max_pending` publishes the broker has not acknowledged."""
-        await self._slots.acquire()
+        """Wait for room among the publishes the broker has not acknowledged: at most
+        `max_pending`, and never more than the broker's Receive Maximum."""
+        while len(self._pending) + self._reserved >= self._limit:
+            self._room.clear()
+            await self._room.wait()
+        self._reserved += 1
 
     def publish(self, topic: str, payload: bytes) -> asyncio.Future[None]:
         """Publish at QoS 1 (after `reserve()`); the future completes at PUBACK.
@@ -324,11 +333,8 @@ class _Publisher:
         paho keeps the message and sends it again after reconnecting.
         """
         fut: asyncio.Future[None] = self._loop.create_future()
-        try:
-            info = self.client.publish(topic, payload, qos=1)
-        except Exception:
-            self._slots.release()
-            raise
+        self._reserved -= 1
+        info = self.client.publish(topic, payload, qos=1)
         self._pending[info.mid] = (fut, time.monotonic())
         PENDING.set(len(self._pending))
         return fut
@@ -387,7 +393,7 @@ class _Publisher:
         if entry is None:
             return
         fut, started = entry
-        self._slots.release()
+        self._room.set()
         PENDING.set(len(self._pending))
         PUBACK_SECONDS.observe(time.monotonic() - started)
         if fut.done():
@@ -405,7 +411,10 @@ class _Publisher:
         MQTT_CONNECTED.set(1)
         self.connected.set()
         self._delay = 0.0
-        log.info("event=mqtt_connected host=%s port=%d pending=%d", self._cfg.host, self._cfg.port, len(self._pending))
+        receive_maximum = getattr(properties, "ReceiveMaximum", 65535) if properties is not None else 65535
+        self._limit = max(1, min(self._max_pending, receive_maximum))
+        log.info("event=mqtt_connected host=%s port=%d pending=%d in_flight_limit=%d",
+                 self._cfg.host, self._cfg.port, len(self._pending), self._limit)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         MQTT_CONNECTED.set(0)
@@ -438,22 +447,29 @@ class _Connection:
         self.invalid = 0
         self.mn = "-"  # the last MN seen on this connection, for the logs
         self.reading: asyncio.Task | None = None
+        self._stalled = False  # the client stopped reading its replies
         self._garbage_logged = False
 
     async def run(self) -> None:
         sock = self.writer.get_extra_info("socket")
         if sock is not None:  # half-open peers (power cut, NAT drop) are found by keepalive
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            # Replies are ~120 bytes: a small fixed send buffer bounds kernel memory per
+            # logger (autotuning would allow MBs) and shows a client that stops reading.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
         self.writer.transport.set_write_buffer_limits(high=64 * 1024)
         replier = asyncio.create_task(self._reply_loop())
         self.reading = asyncio.create_task(self._read_loop())
         try:
             reason = await self.reading
         except asyncio.CancelledError:
-            if not self.gw.stopping:
+            if self._stalled:
+                reason = "reply_stalled"
+            elif self.gw.stopping:
+                reason = "shutdown"
+            else:
                 replier.cancel()
                 raise
-            reason = "shutdown"
         except (ConnectionError, OSError):
             reason = "error"
         # Answer what was already published before closing: the logger (or a client that
@@ -461,10 +477,11 @@ class _Connection:
         self._replies.put_nowait(None)
         try:
             async with asyncio.timeout(self.gw.drain_timeout):
-                stalled = await replier
+                await replier
         except TimeoutError:
-            stalled = True
-        reason = "reply_stalled" if stalled and reason == "eof" else reason
+            pass  # PUBACKs or the client too slow: the logger resends what it got no reply for
+        if self._stalled:
+            reason = "reply_stalled"
         DISCONNECTS.labels(reason).inc()
         log.info("event=disconnected peer=%s mn=%s reason=%s frames=%d invalid=%d garbage_bytes=%d",
                  self.peer, self.mn, reason, self.frames, self.invalid, self.splitter.garbage_bytes)
@@ -514,12 +531,16 @@ class _Connection:
         log.log(level, "event=invalid_frame peer=%s reason=%s bytes=%d detail=%r",
                 self.peer, reason.value, size, detail)
 
-    async def _reply_loop(self) -> bool:
-        """Send replies in frame order, each after its PUBACK. True if the client stopped reading."""
+    async def _reply_loop(self) -> None:
+        """Send replies in frame order, each after its PUBACK.
+
+        A client that stops reading its replies for idle_timeout_s is dropped: its
+        reader would otherwise wait on the window forever, holding a connection slot.
+        """
         while True:
             item = await self._replies.get()
             if item is None:
-                return False
+                return
             fut, frame = item
             try:
                 await fut
@@ -538,14 +559,17 @@ class _Connection:
                 async with asyncio.timeout(self.gw.cfg.idle_timeout_s):
                     await self.writer.drain()
             except TimeoutError:
-                return True
+                self._stalled = True
+                if self.reading is not None:
+                    self.reading.cancel()
+                return
             except (ConnectionError, OSError):
                 continue  # gone; keep releasing the window for what is still in flight
             REPLIES.labels(cn).inc()
 
 
 class Hj212Gateway:
-    """The TCP server. `await start()`, then `await stop()` (SIGTERM) or `serve()` until stopped."""
+    """The TCP server: `await start()`; `await stop()` at SIGTERM (or `run_in_thread` / `stop_in_thread`)."""
 
     def __init__(self, cfg: Hj212GatewayConfig, mqtt: MqttConfig, topic_prefix: str = "aq/v1") -> None:
         self.cfg = cfg
