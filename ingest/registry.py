@@ -29,6 +29,7 @@ class Station(BaseModel):
     lat: float | None = None
     lon: float | None = None
     mn: str | None = None
+    minute_data_s: int = Field(60, gt=0)  # the HJ 212 logger's minute-data (2051) interval
 
 
 class Outlet(BaseModel):
@@ -43,6 +44,7 @@ class Outlet(BaseModel):
     province_sw: bool = False  # Guangxi, Chongqing, Sichuan, Guizhou: SO2 550 for coal boilers in service
     limits: dict[str, float] = Field(default_factory=dict)  # permit limits, mg/m³, override the standard
     mn: str | None = None
+    minute_data_s: int = Field(60, gt=0)  # the HJ 212 logger's minute-data (2051) interval
 
     @property
     def ref_o2(self) -> float:
@@ -64,12 +66,15 @@ class Registry:
         self.stations = {s.id: s for s in stations}
         self.outlets = {o.id: o for o in outlets}
         self._by_mn: dict[str, tuple[str, str]] = {}
+        self._minute_s: dict[str, int] = {}
         for s in stations:
             if s.mn:
                 self._by_mn[s.mn] = ("ambient", s.id)
+                self._minute_s[s.mn] = s.minute_data_s
         for o in outlets:
             if o.mn:
                 self._by_mn[o.mn] = ("stack", o.id)
+                self._minute_s[o.mn] = o.minute_data_s
 
     @classmethod
     def empty(cls) -> "Registry":
@@ -85,6 +90,10 @@ class Registry:
     def by_mn(self, mn: str) -> tuple[str, str] | None:
         """(measurement, identity) of the device with this HJ 212 MN, or None if unknown."""
         return self._by_mn.get(mn)
+
+    def minute_data_s(self, mn: str) -> int:
+        """Seconds covered by one minute-data (CN 2051) frame of this logger (default 60)."""
+        return self._minute_s.get(mn, 60)
 
 
 def _load(path: Path, model: type[BaseModel]):

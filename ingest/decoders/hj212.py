@@ -451,6 +451,13 @@ def split_frames(payload: str) -> list[str]:
     return frames
 
 
+# HJ 212 stamps interval data with the interval's START (hourly data with DataTime
+# 08:00:00 covers 08:00-09:00); aqpipe stores a reading at the interval's END
+# (DESIGN.md), so the aggregator puts it in the hour it belongs to. Seconds to add
+# per data command; None: the logger's minute-data interval, from the registry.
+INTERVAL_S_BY_CN: dict[str, int | None] = {"2011": 0, "2051": None, "2061": 3600, "2031": 86400}
+
+
 def frame_to_readings(frame: Frame, registry: Registry, topic_mn: str | None) -> list[Reading]:
     """Readings of a data frame (CN 2011, 2051, 2061, 2031); other commands give [].
 
@@ -491,7 +498,11 @@ def frame_to_readings(frame: Frame, registry: Registry, topic_mn: str | None) ->
                 raise Hj212Error("syntax", f"suffix {_quote(suffix)} is not expected in CN={frame.cn}")
     if not values and not flags:
         return []
-    time_ns = (frame.data_time - _EPOCH) // timedelta(microseconds=1) * 1000
+    interval_s = INTERVAL_S_BY_CN[frame.cn]
+    if interval_s is None:
+        interval_s = registry.minute_data_s(frame.mn)
+    end = frame.data_time + timedelta(seconds=interval_s)
+    time_ns = (end - _EPOCH) // timedelta(microseconds=1) * 1000
     return [Reading(measurement, identity, time_ns, values, flags)]
 
 

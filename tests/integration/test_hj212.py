@@ -88,7 +88,7 @@ def test_stack_minute_frame_over_mqtt_lands_as_a_stack_reading_with_flags_and_co
                       and all(v is not None for v in r[0].values()) and r)
     assert len(rows) == 1
     row = rows[0]
-    assert row["time"] == _ns(t)  # DataTime, Beijing time, not arrival time
+    assert row["time"] == _ns(t + timedelta(minutes=1))  # DataTime (Beijing time) + the minute it covers
     assert (row["so2"], row["so2_min"], row["so2_max"], row["so2_zs"], row["so2_zs_min"], row["so2_zs_max"]) == (
         28.4, 25.4, 32.4, 41.2, 36.7, 47.3)
     assert (row["nox"], row["nox_zs"], row["pm"], row["pm_zs"], row["co"], row["co_zs"]) == (36.1, 52.7, 3.2, 4.7, 12.0, 17.5)
@@ -214,13 +214,14 @@ def test_frames_sent_to_the_gateway_by_tcp_clients_end_in_influxdb_and_replies_f
     asking.sendall(stack_minute(MN3, t2, so2=34.0, qn="20261125120000888"))
     assert parse_frame(read_frame(asking)).qn == "20261125120000888"
 
-    expected = {(OUTLETS[MN1], _ns(t1)): 11.0, (OUTLETS[MN2], _ns(t1)): 22.0, (OUTLETS[MN3], _ns(t1)): 33.0,
-                (OUTLETS[MN1], _ns(t2)): 12.0, (OUTLETS[MN2], _ns(t2)): 23.0, (OUTLETS[MN3], _ns(t2)): 34.0}
+    e1, e2 = _ns(t1 + timedelta(minutes=1)), _ns(t2 + timedelta(minutes=1))  # minute data stored at its end
+    expected = {(OUTLETS[MN1], e1): 11.0, (OUTLETS[MN2], e1): 22.0, (OUTLETS[MN3], e1): 33.0,
+                (OUTLETS[MN1], e2): 12.0, (OUTLETS[MN2], e2): 23.0, (OUTLETS[MN3], e2): 34.0}
     got = wait_until(lambda: (r := {(row["outlet"], row["time"]): row["so2"]
                                     for row in influx.rows("SELECT so2, co_flag, so2_zs FROM stack GROUP BY outlet")})
                      and len(r) >= len(expected) and r)
     assert got == expected  # 99.0 (bad CRC) never arrived
-    row = influx.rows(f"SELECT * FROM stack WHERE outlet = '{OUTLETS[MN2]}' AND time = {_ns(t2)}")[0]
+    row = influx.rows(f"SELECT * FROM stack WHERE outlet = '{OUTLETS[MN2]}' AND time = {e2}")[0]
     assert (row["so2_zs"], row["nox_zs"], row["co_flag"]) == (41.2, 52.7, "M")
     for s in (slow, burst, asking):
         s.close()

@@ -151,12 +151,13 @@ def test_error_details_never_show_the_password_even_when_quoting_the_frame():
     assert SECRET not in caught.value.detail and SECRET not in str(caught.value)
 
 
-def test_data_time_is_beijing_time_and_reading_time_is_utc_epoch_ns():
+def test_data_time_is_beijing_time_and_reading_time_is_the_end_of_the_interval_in_utc_epoch_ns():
     frame = parse_frame(build_frame(MINUTE_SEGMENT))
     assert frame.data_time == datetime(2026, 11, 24, 6, 5, tzinfo=timezone.utc)
     assert frame.data_time.utcoffset().total_seconds() == 8 * 3600
     (reading,) = frame_to_readings(frame, REGISTRY, BOILER_MN)
-    assert reading.time_ns == _time_ns("2026-11-24T06:05:00Z")
+    # minute data (2051) stamped 14:05 covers 14:05-14:06 Beijing time: stored at its end
+    assert reading.time_ns == _time_ns("2026-11-24T06:06:00Z")
 
 
 def test_crlf_is_optional_and_crc_case_is_ignored():
