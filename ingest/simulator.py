@@ -2,8 +2,10 @@
 
 About twenty ambient stations with diurnal patterns (PM2.5 peaking morning and
 evening with the traffic, O3 in the afternoon sun, NO2 opposite to O3), weather,
-a few stack outlets, calibration flags at the top of some hours, and a small share
-of malformed messages that ingest must dead-letter.
+two stack outlets publishing JSON and one data logger sending HJ 212-2017 minute
+frames, calibration flags at the top of some hours, and a small share of malformed
+messages that ingest must dead-letter. Station ids and the logger's MN match the
+registry in deploy/config/.
 """
 
 from __future__ import annotations
@@ -24,7 +26,35 @@ log = logging.getLogger("aqpipe.simulate")
 CST = timezone(timedelta(hours=8))
 
 STATION_PREFIX = "620503"  # a district code; station ids look like 620503-001
-OUTLETS = [("91620503MA001-DA001", "coal"), ("91620503MA002-DA001", "gas"), ("91620503MA003-DA001", "coal")]
+# JSON outlets (CEMS that speak MQTT) and one data logger that speaks HJ 212-2017
+# (MN as in deploy/config/outlets.toml), sending minute data (CN 2051) once a minute.
+OUTLETS = [("91620503MA001-DA001", "coal"), ("91620503MA002-DA001", "gas")]
+HJ212_OUTLET_MN = "91620503MA00300000000001"
+HJ212_CODES = {"so2": "a21026", "nox": "a21002", "pm": "a34013", "o2": "a19001", "temp": "a01012",
+               "flow": "a00000", "velocity": "a01011", "humidity": "a01014", "pressure": "a01013"}
+REF_O2_COAL = 9.0
+
+
+def hj212_minute_frame(mn: str, minute_start: datetime, rng: random.Random) -> str:
+    """A 2051 minute-data frame as a coal-boiler data logger sends it: Avg/Min/Max,
+    converted (Zs) values for the pollutants, a data flag per code."""
+    from ingest.decoders.hj212 import build_frame
+
+    v = stack_values("coal", minute_start, rng)
+    t = minute_start.astimezone(CST)
+    factor = (21 - REF_O2_COAL) / (21 - v["o2"])
+    groups = []
+    for name, code in HJ212_CODES.items():
+        value = v[name]
+        items = [f"{code}-Avg={value}"]
+        if name in ("so2", "nox", "pm"):
+            items += [f"{code}-Min={round(value * 0.9, 1)}", f"{code}-Max={round(value * 1.1, 1)}",
+                      f"{code}-ZsAvg={round(value * factor, 1)}"]
+        items.append(f"{code}-Flag=N")
+        groups.append(",".join(items))
+    segment = (f"QN={t.strftime('%Y%m%d%H%M%S')}000;ST=31;CN=2051;PW=123456;MN={mn};Flag=4;"
+               f"CP=&&DataTime={t.strftime('%Y%m%d%H%M%S')};{';'.join(groups)}&&")
+    return build_frame(segment)
 
 
 @dataclass
@@ -145,6 +175,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     tick = 0
+    last_minute = None
     while not stop.is_set():
         t = datetime.fromtimestamp(int(time.time()) // interval * interval, timezone.utc)
         for st in sts:
@@ -159,6 +190,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                    "values": stack_values(fuel, t, rng), "status": "running"}
             publish(f"aq/v1/stack/{outlet}", json.dumps(msg).encode())
             counts["readings"] += 1
+        minute = t.replace(second=0) - timedelta(minutes=1)  # the minute just completed
+        if minute != last_minute:
+            publish(f"aq/v1/hj212/{HJ212_OUTLET_MN}", hj212_minute_frame(HJ212_OUTLET_MN, minute, rng).encode())
+            counts["readings"] += 1
+            last_minute = minute
         _drain(pending)
         tick += 1
         log.info("event=published tick=%d time=%s readings_total=%d malformed_total=%d",

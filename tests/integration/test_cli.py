@@ -108,9 +108,9 @@ def test_deadletter_replay_after_a_config_fix_lands_the_data(env, ingest, publis
 
 def test_help_explains_every_command():
     r = _run(["--help"], {})
-    for command in ("ingest", "run", "check-config", "deadletter", "simulate", "hj212", "aqi"):
+    for command in ("ingest", "run", "aggregate", "check-config", "deadletter", "simulate", "hj212", "hj212-gateway", "aqi"):
         assert command in r.stdout
-    for sub in (["ingest"], ["deadletter", "replay"], ["simulate"], ["check-config"]):
+    for sub in (["ingest"], ["aggregate"], ["deadletter", "replay"], ["simulate"], ["check-config"], ["hj212-gateway"]):
         assert _run([*sub, "--help"], {}).returncode == 0
 
 
@@ -121,5 +121,8 @@ def test_simulator_feed_is_ingested_with_some_dead_letters(env, ingest, config, 
     assert r.returncode == 0, r.stderr
     wait_until(lambda: influx.rows("SELECT count(pm25) FROM ambient") and
                influx.rows("SELECT count(pm25) FROM ambient")[0]["count"] >= 5 * 60, timeout=20)
-    assert influx.rows("SELECT count(so2) FROM stack")[0]["count"] >= 3
+    outlets = {r["outlet"] for r in influx.rows("SELECT count(so2) FROM stack GROUP BY outlet")}
+    assert outlets == {"91620503MA001-DA001", "91620503MA002-DA001", "91620503MA003-DA001"}  # the last via HJ 212
+    hj212 = influx.rows("SELECT so2, so2_zs, so2_max FROM stack WHERE outlet = '91620503MA003-DA001'")[0]
+    assert hj212["so2_zs"] is not None and hj212["so2_max"] >= hj212["so2"]
     wait_until(lambda: DeadLetterStore(config.deadletter_dir).pending())
