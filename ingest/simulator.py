@@ -170,6 +170,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     t += timedelta(seconds=60)
                 publish(f"aq/v1/ambient/{st.id}", json.dumps({"station": st.id, "readings": batch}).encode())
                 counts["readings"] += len(batch)
+        for outlet, fuel in OUTLETS:
+            t = start
+            while t < now and not stop.is_set():
+                batch = []
+                for _ in range(60):
+                    if t >= now:
+                        break
+                    batch.append({"time": t.astimezone(CST).isoformat(), "interval_s": 60,
+                                  "values": stack_values(fuel, t, rng), "status": "running"})
+                    t += timedelta(seconds=60)
+                publish(f"aq/v1/stack/{outlet}", json.dumps({"outlet": outlet, "readings": batch}).encode())
+                counts["readings"] += len(batch)
         _drain(pending)
         log.info("event=backfill_done readings=%d", counts["readings"])
 
