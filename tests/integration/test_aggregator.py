@@ -41,7 +41,7 @@ def agg_config(config: Config, unique: str) -> Config:
     a.client_id = f"aqpipe-aggregator-{unique}"
     a.settle_s = 0.2
     a.tick_s = 0.1
-    a.lateness_hours = 24 * 8
+    a.lateness_hours = 24 * 10  # the week-long replay starts 8 days ago
     a.max_wait_s = 30
     return cfg
 
@@ -204,12 +204,13 @@ CONSTANT = {"pm25": 75.0, "pm10": 100.0, "so2": 10.0, "no2": 20.0, "co": 1.0, "o
 
 # --- tests -------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("n_stations,days", [(4, 3), (20, 7)], ids=["4-stations-3-days", "20-stations-a-week"])
 def test_replayed_multi_day_feed_yields_every_hourly_and_daily_aqi_as_the_standards_compute_it(
-        ingest, aggregator, publisher, influx, unique, derived):
+        ingest, aggregator, publisher, influx, unique, derived, n_stations, days):
     ingest()
     agg = aggregator()
-    start, days = _day0(4), 3
-    names = [f"{unique}-s{k}" for k in range(4)]
+    start = _day0(days + 1)
+    names = [f"{unique}-s{k}" for k in range(n_stations)]
     values = {name: (lambda t, k=k: {p: _wave(k, i, t) for i, p in enumerate(POLLUTANTS)}) for k, name in enumerate(names)}
     msgs = _feed(values, start, days * 24)
     _publish_all(publisher, msgs)
