@@ -26,7 +26,7 @@ from ingest.config import Config
 from ingest.decode import MessageDecoder
 from ingest.errors import RejectedReading
 from ingest.influx import InfluxQL, QueryError, WriteError, make_writer
-from ingest.mqtt import connect_properties, make_client
+from ingest.mqtt import connect_properties, make_client, on_disconnected, on_suback
 from ingest.reading import Reading
 from ingest.registry import Registry
 from ingest.topics import subscriptions
@@ -96,17 +96,10 @@ class AggregatorService:
                  self.acfg.client_id, flags.session_present, ",".join(filters))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        failed = [str(rc) for rc in reason_codes if rc.is_failure]
-        if failed:
-            log.error("event=subscribe_refused reasons=%s (check the broker ACL for this account)", ",".join(failed))
-            return
-        self.connected.set()
+        on_suback(reason_codes, self.connected, log)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        metrics.MQTT_CONNECTED.set(0)
-        self.connected.clear()
-        if self._accepting:
-            log.warning("event=mqtt_disconnected reason=%r (reconnecting)", str(reason_code))
+        on_disconnected(client, reason_code, self.connected, metrics.MQTT_CONNECTED, log, expected=not self._accepting)
 
     def _on_message(self, client: paho.Client, userdata, msg: paho.MQTTMessage) -> None:
         if not self._accepting:

@@ -35,11 +35,12 @@ from dataclasses import dataclass
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 from ingest.config import Config, Hj212GatewayConfig, MqttConfig
 from ingest.decoders.hj212 import Frame, Hj212Error, build_frame, parse_frame, reply_9014
 from ingest.errors import Reason
+from ingest.http import OpsServer
 from ingest.mqtt import make_client
 
 log = logging.getLogger("aqpipe.hj212_gateway")
@@ -617,6 +618,15 @@ class Hj212Gateway:
             if task is not None:
                 self._tasks.discard(task)
 
+    def ready(self) -> tuple[bool, str]:
+        """For /readyz (called from the HTTP thread; reads flags only): listening and connected to the broker."""
+        server = self._server
+        if self.stopping or server is None or not server.is_serving():
+            return False, "hj212-gateway: not listening"
+        if not self.publisher.connected.is_set():
+            return False, "hj212-gateway: mqtt not connected"
+        return True, "ok"
+
     async def stop(self) -> bool:
         """Stop accepting, stop reading, send the replies of what the broker acknowledged, disconnect.
 
@@ -687,13 +697,24 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     except ValidationError as e:
         print(f"aqpipe: {config_error_from(e)}", file=sys.stderr)
         return 2
+    ops = None
     if gw_cfg.metrics_port:
-        start_http_server(gw_cfg.metrics_port, addr=cfg.metrics.host)
-    return asyncio.run(_main(gw_cfg, cfg.mqtt, cfg.mqtt.topic_prefix))
+        try:
+            ops = OpsServer(cfg.metrics.host, gw_cfg.metrics_port)
+        except OSError as e:
+            log.error("event=metrics_listen_failed address=%s:%d error=%r", cfg.metrics.host, gw_cfg.metrics_port, str(e))
+            return 1
+    try:
+        return asyncio.run(_main(gw_cfg, cfg.mqtt, cfg.mqtt.topic_prefix, ops))
+    finally:
+        if ops is not None:
+            ops.close()
 
 
-async def _main(cfg: Hj212GatewayConfig, mqtt: MqttConfig, prefix: str) -> int:
+async def _main(cfg: Hj212GatewayConfig, mqtt: MqttConfig, prefix: str, ops: OpsServer | None = None) -> int:
     gateway = Hj212Gateway(cfg, mqtt, prefix)
+    if ops is not None:
+        ops.add_check(gateway.ready)  # /readyz: 503 until listening and connected to the broker
     try:
         await gateway.start()
     except OSError as e:

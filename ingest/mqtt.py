@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import random
 import ssl
 import struct
+import threading
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -56,3 +59,23 @@ def ack_many(client: paho.Client, mids: list[int]) -> None:
             client.ack(mid, 1)
         return
     queue(paho.PUBACK, b"".join([_PUBACK.pack(0x40, 2, mid) for mid in mids]), 0, 1)
+
+
+def on_suback(reason_codes: list, connected: threading.Event, log: logging.Logger) -> None:
+    """SUBACK: "connected" means subscribed, so nothing published from now on can miss us."""
+    failed = [str(rc) for rc in reason_codes if rc.is_failure]
+    if failed:
+        log.error("event=subscribe_refused reasons=%s (check the broker ACL for this account)", ",".join(failed))
+        return
+    connected.set()
+
+
+def on_disconnected(client: paho.Client, reason_code, connected: threading.Event, gauge, log: logging.Logger,
+                    expected: bool) -> None:
+    """Note the loss; paho reconnects by itself, after a jittered delay so a fleet of
+    services does not reconnect in lock-step after a broker restart."""
+    gauge.set(0)
+    connected.clear()
+    client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5), max_delay=30)
+    if not expected:
+        log.warning("event=mqtt_disconnected reason=%r (reconnecting)", str(reason_code))

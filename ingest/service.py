@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import random
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from ingest.deadletter import DeadLetter, DeadLetterStore
 from ingest.decode import MessageDecoder
 from ingest.errors import ConfigError, RejectedReading
 from ingest.influx import InfluxQL, make_writer
-from ingest.mqtt import ack_many, connect_properties, make_client
+from ingest.mqtt import ack_many, connect_properties, make_client, on_disconnected, on_suback
 from ingest.reading import to_line
 from ingest.registry import Registry
 from ingest.spool import Spool
@@ -79,20 +78,10 @@ class IngestService:
                  self.cfg.mqtt.host, self.cfg.mqtt.port, flags.session_present, ",".join(filters))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        failed = [str(rc) for rc in reason_codes if rc.is_failure]
-        if failed:
-            log.error("event=subscribe_refused reasons=%s (check the broker ACL for this account)", ",".join(failed))
-            return
-        # "connected" means: subscribed, so nothing published from now on can miss us.
-        self.connected.set()
+        on_suback(reason_codes, self.connected, log)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        metrics.MQTT_CONNECTED.set(0)
-        self.connected.clear()
-        # Jitter, so a fleet of services does not reconnect in lock-step after a broker restart.
-        client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5), max_delay=30)
-        if self._accepting:
-            log.warning("event=mqtt_disconnected reason=%r (reconnecting)", str(reason_code))
+        on_disconnected(client, reason_code, self.connected, metrics.MQTT_CONNECTED, log, expected=not self._accepting)
 
     def _on_message(self, client: paho.Client, userdata, msg: paho.MQTTMessage) -> None:
         if not self._accepting:

@@ -22,6 +22,7 @@ import servers  # noqa: E402  (scripts/servers.py)
 
 from ingest.config import Config, load_config  # noqa: E402
 from ingest.influx import InfluxQL  # noqa: E402
+from tests.helpers import service_starter  # noqa: E402
 
 _counter = itertools.count()
 
@@ -106,19 +107,6 @@ def publisher(mosquitto) -> Iterator[Callable[..., None]]:
 
 @pytest.fixture
 def ingest(config) -> Iterator[Callable[..., object]]:
-    """Start an IngestService on the test servers; stopped at teardown."""
     from ingest.service import IngestService
 
-    started: list[IngestService] = []
-
-    def start(cfg: Config | None = None) -> IngestService:
-        service = IngestService(cfg or config)
-        service.start()
-        assert service.connected.wait(10), "ingest did not connect to the test Mosquitto"
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        if service._accepting:
-            service.stop()
+    yield from service_starter(IngestService, config)

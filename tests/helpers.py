@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from ingest.config import Config
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05):
@@ -30,3 +32,21 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
 def http_get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as r:
         return r.read().decode()
+
+
+def service_starter(factory: Callable[[Config], object], default: Config) -> Iterator[Callable[..., object]]:
+    """Yield start(cfg=None): starts a service (ingest, aggregator) on the test servers and
+    waits until it has subscribed; every service started is stopped at teardown."""
+    started: list = []
+
+    def start(cfg: Config | None = None):
+        service = factory(cfg or default)
+        service.start()
+        assert service.connected.wait(10), f"{type(service).__name__} did not subscribe on the test Mosquitto"
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        if service._accepting:
+            service.stop()

@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from aggregator.aqi import compute_aqi, convert_units, nowcast
 from aggregator.tables import US_2024, get_standard
 from ingest.config import Config
-from tests.helpers import wait_until
+from tests.helpers import service_starter, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,22 +48,9 @@ def agg_config(config: Config, unique: str) -> Config:
 
 @pytest.fixture
 def aggregator(agg_config: Config) -> Iterator[Callable[..., object]]:
-    """Start an AggregatorService on the test servers; stopped at teardown."""
     from aggregator.service import AggregatorService
 
-    started: list[AggregatorService] = []
-
-    def start(cfg: Config | None = None) -> AggregatorService:
-        service = AggregatorService(cfg or agg_config)
-        service.start()
-        assert service.connected.wait(10), "the aggregator did not connect to the test Mosquitto"
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        if service._accepting:
-            service.stop()
+    yield from service_starter(AggregatorService, agg_config)
 
 
 @pytest.fixture
