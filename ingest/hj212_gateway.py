@@ -118,6 +118,16 @@ _HEADER = 6  # "##" + 4-digit length
 _OVERHEAD = 10  # header + 4-hex CRC (CRLF not counted)
 # An MN becomes a topic level: nothing that MQTT gives a meaning, nothing invisible.
 _TOPIC_SAFE_MN = re.compile(r"[0-9A-Za-z_.\-]{1,24}")
+_MN_FIELD = re.compile(rb"(?:^|;)MN=([^;&]*)")
+
+
+def _mn_of(raw: bytes) -> str | None:
+    """The MN of a frame that does not parse, if it names a usable one."""
+    m = _MN_FIELD.search(raw[6:])  # after "##dddd"
+    if m is None:
+        return None
+    mn = m.group(1).decode("ascii", "replace")
+    return mn if _TOPIC_SAFE_MN.fullmatch(mn) else None
 
 
 @dataclass(slots=True)
@@ -131,6 +141,9 @@ class Rejected:
     reason: Reason
     detail: str  # never holds the password (parse_frame scrubs it)
     size: int
+    # Set when length and CRC check but the content does not parse: the frame arrived
+    # as the logger sent it, so it is forwarded for ingest to dead-letter (kept, replayable).
+    raw: bytes | None = None
 
 
 class FrameSplitter:
@@ -218,7 +231,7 @@ class FrameSplitter:
                 frame = parse_frame(bytes(buf[pos : pos + n]))
             except Hj212Error as e:
                 if e.kind == "syntax":  # length and CRC check: the boundary is certain
-                    out.append(Rejected(e.reason, e.detail, n))
+                    out.append(Rejected(e.reason, e.detail, n, raw=bytes(buf[pos : pos + n]) + _LINE_END))
                     return n
             else:
                 out.append(Accepted(frame, bytes(buf[pos : pos + n]) + _LINE_END))
@@ -443,7 +456,7 @@ class _Connection:
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.splitter = FrameSplitter(gateway.cfg.max_frame_bytes)
         self._window = asyncio.Semaphore(gateway.cfg.window)
-        self._replies: asyncio.Queue[tuple[asyncio.Future[None], Frame] | None] = asyncio.Queue()
+        self._replies: asyncio.Queue[tuple[asyncio.Future[None], Frame | None] | None] = asyncio.Queue()
         self.frames = 0
         self.invalid = 0
         self.mn = "-"  # the last MN seen on this connection, for the logs
@@ -511,6 +524,9 @@ class _Connection:
             for event in events:
                 if isinstance(event, Rejected):
                     self._invalid(event.reason, event.detail, event.size)
+                    mn = _mn_of(event.raw) if event.raw is not None else None
+                    if mn is not None:
+                        await self._forward_for_dead_letter(mn, event.raw)
                     continue
                 frame = event.frame
                 if not _TOPIC_SAFE_MN.fullmatch(frame.mn):
@@ -524,6 +540,13 @@ class _Connection:
                 self._replies.put_nowait((fut, frame))  # no await between publish and queueing
                 self.frames += 1
                 self.mn = frame.mn
+
+    async def _forward_for_dead_letter(self, mn: str, raw: bytes) -> None:
+        """Publish an intact but malformed frame (no reply: it is not accepted data)."""
+        await self._window.acquire()
+        await self.gw.publisher.reserve()
+        fut = self.gw.publisher.publish(f"{self.gw.prefix}/hj212/{mn}", raw)
+        self._replies.put_nowait((fut, None))
 
     def _invalid(self, reason: Reason, detail: str, size: int) -> None:
         self.invalid += 1
@@ -547,11 +570,13 @@ class _Connection:
                 await fut
             except PublishRefused as e:
                 log.error("event=publish_refused peer=%s mn=%s cn=%s reason=%r (no reply: the logger will resend)",
-                          self.peer, frame.mn, frame.cn, str(e))
+                          self.peer, frame.mn if frame else self.mn, frame.cn if frame else "?", str(e))
                 continue
             finally:
                 self._window.release()
             PUBLISHED.inc()
+            if frame is None:  # a malformed frame forwarded for the dead letters: never answered
+                continue
             cn = reply_command(frame)
             if cn is None or self.writer.is_closing():
                 continue

@@ -227,6 +227,22 @@ def test_frames_sent_to_the_gateway_by_tcp_clients_end_in_influxdb_and_replies_f
         s.close()
 
 
+def test_an_intact_but_malformed_frame_reaches_the_dead_letters_and_gets_no_reply(ingest, gateway, config):
+    """Length and CRC check, the content does not parse: the frame is not data, but it is
+    what the logger sent, so it is kept (dead-lettered by ingest) rather than dropped."""
+    ingest()
+    g = gateway()
+    malformed = build_frame(f"QN=20261125120000555;ST=31;CN=2051;PW={PW};MN={MN1};Flag=5;CP=&&DataTime=2026&&").encode()
+    s = connect(g)
+    s.sendall(malformed)
+    letters = wait_until(lambda: DeadLetterStore(config.deadletter_dir).pending())
+    assert [(d.reason, d.topic, d.payload) for d in letters] == [("hj212_syntax", f"aq/v1/hj212/{MN1}", malformed)]
+    s.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        s.recv(100)  # no 9014 for a frame that is not accepted data
+    s.close()
+
+
 def test_no_reply_goes_out_before_the_broker_has_acknowledged_the_frame(gateway, tmp_path):
     port = servers.free_port()
     g = gateway(mqtt_port=port)  # no broker there yet
