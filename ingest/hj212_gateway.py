@@ -141,8 +141,8 @@ class Rejected:
     reason: Reason
     detail: str  # never holds the password (parse_frame scrubs it)
     size: int
-    # Set when length and CRC check but the content does not parse: the frame arrived
-    # as the logger sent it, so it is forwarded for ingest to dead-letter (kept, replayable).
+    # A frame-shaped piece (starts with ##dddd) that fails length, CRC or structure: it is
+    # forwarded, unanswered, for ingest to dead-letter with its reason (kept, inspectable).
     raw: bytes | None = None
 
 
@@ -246,7 +246,10 @@ class FrameSplitter:
             try:
                 out.append(Accepted(parse_frame(piece), piece.rstrip(b"\r\n") + _LINE_END))
             except Hj212Error as e:
-                out.append(Rejected(e.reason, e.detail, len(piece)))
+                # Kept for the dead letters like any bad input (HJ 212 issue: length, CRC and
+                # structure faults are dead-lettered with their reason); never answered.
+                raw = piece.rstrip(b"\r\n") + _LINE_END if e.kind in ("length", "crc", "syntax") else None
+                out.append(Rejected(e.reason, e.detail, len(piece), raw=raw))
             return end - pos
         if avail >= self.max_frame_bytes:
             out.append(Rejected(Reason.HJ212_FRAMING, f"no frame end (CRLF or next '##') within "
@@ -542,7 +545,8 @@ class _Connection:
                 self.mn = frame.mn
 
     async def _forward_for_dead_letter(self, mn: str, raw: bytes) -> None:
-        """Publish an intact but malformed frame (no reply: it is not accepted data)."""
+        """Publish a frame that failed its checks, for the dead letters (no reply: the
+        logger keeps it and resends; nothing of it is stored as a reading)."""
         await self._window.acquire()
         await self.gw.publisher.reserve()
         fut = self.gw.publisher.publish(f"{self.gw.prefix}/hj212/{mn}", raw)

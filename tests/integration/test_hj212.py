@@ -183,7 +183,7 @@ def invalid(reason: str) -> float:
 
 
 def test_frames_sent_to_the_gateway_by_tcp_clients_end_in_influxdb_and_replies_follow_the_puback(
-        ingest, gateway, influx):
+        ingest, gateway, influx, config):
     ingest()
     g = gateway()
     t1, t2 = _minute(10), _minute(9)
@@ -208,7 +208,7 @@ def test_frames_sent_to_the_gateway_by_tcp_clients_end_in_influxdb_and_replies_f
     asking.sendall(good[100:])
     reply = parse_frame(read_frame(asking))
     assert (reply.cn, reply.st, reply.qn, reply.mn, reply.flag) == ("9014", "91", "20261125120000777", MN2, 4)
-    assert invalid("hj212_crc") == crc_before + 1  # the bad frame was counted, not published
+    assert invalid("hj212_crc") == crc_before + 1  # the bad frame was counted (and dead-lettered, not stored)
 
     # The connection survived the bad frame and still answers.
     asking.sendall(stack_minute(MN3, t2, so2=34.0, qn="20261125120000888"))
@@ -220,7 +220,9 @@ def test_frames_sent_to_the_gateway_by_tcp_clients_end_in_influxdb_and_replies_f
     got = wait_until(lambda: (r := {(row["outlet"], row["time"]): row["so2"]
                                     for row in influx.rows("SELECT so2, co_flag, so2_zs FROM stack GROUP BY outlet")})
                      and len(r) >= len(expected) and r)
-    assert got == expected  # 99.0 (bad CRC) never arrived
+    assert got == expected  # 99.0 (bad CRC) never became a reading...
+    letters = DeadLetterStore(config.deadletter_dir).pending()
+    assert [(d.reason, d.payload) for d in letters] == [("hj212_crc", bad)]  # ...but is kept as a dead letter
     row = influx.rows(f"SELECT * FROM stack WHERE outlet = '{OUTLETS[MN2]}' AND time = {e2}")[0]
     assert (row["so2_zs"], row["nox_zs"], row["co_flag"]) == (41.2, 52.7, "M")
     for s in (slow, burst, asking):
