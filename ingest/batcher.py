@@ -69,6 +69,8 @@ class Batcher:
         self._pending: deque[Entry | None] = deque()
         self._wake = threading.Event()
         self._lines_put = 0  # written by the producer only
+        self._lines_taken = 0  # written by the writer only
+        self._idle = True  # the writer waits for the first entry of a batch
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="aqpipe-writer", daemon=True)
         self.spool = spool
@@ -93,8 +95,7 @@ class Batcher:
     def put(self, entry: Entry) -> None:
         self._pending.append(entry)
         self._lines_put += len(entry.lines) or 1
-        if len(self._pending) == 1 or self._lines_put >= self.batch_size:
-            self._lines_put = 0
+        if (self._idle and len(self._pending) == 1) or self._lines_put - self._lines_taken >= self.batch_size:
             self._wake.set()
 
     def stop(self, timeout: float | None = None) -> None:
@@ -111,25 +112,29 @@ class Batcher:
             self.spool.close()
 
     def _collect(self) -> tuple[list[Entry], bool]:
-        """Wait for a first entry, then up to flush_interval_s for a full batch."""
+        """Wait for a first entry, then up to flush_interval_s for a full batch (or the end)."""
+        self._idle = True
         while not self._pending:
             self._wake.wait()
             self._wake.clear()
+        self._idle = False
         deadline = time.monotonic() + self.flush_interval_s
-        entries: list[Entry] = []
-        count = 0
-        while True:
-            while self._pending and count < self.batch_size:
-                entry = self._pending.popleft()
-                if entry is None:
-                    return entries, True
-                entries.append(entry)
-                count += len(entry.lines)
+        while self._lines_put - self._lines_taken < self.batch_size and self._pending[-1] is not None:
             remaining = deadline - time.monotonic()
-            if count >= self.batch_size or remaining <= 0:
-                return entries, False
+            if remaining <= 0:
+                break
             self._wake.wait(remaining)
             self._wake.clear()
+        entries: list[Entry] = []
+        count = 0
+        while self._pending and count < self.batch_size:
+            entry = self._pending.popleft()
+            if entry is None:
+                return entries, True
+            entries.append(entry)
+            count += len(entry.lines) or 1
+        self._lines_taken += count
+        return entries, False
 
     def _run(self) -> None:
         done = False
