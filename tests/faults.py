@@ -100,6 +100,16 @@ class Feed:
 class IngestProcess:
     """`aqpipe ingest` as a real process, to be killed and restarted."""
 
+    started: list["IngestProcess"] = []  # every process of the test, killed at teardown if still alive
+
+    @classmethod
+    def kill_leftovers(cls) -> None:
+        for p in cls.started:
+            if p.proc is not None and p.proc.poll() is None:
+                p.proc.kill()
+                p.proc.wait(10)
+        cls.started.clear()
+
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env = {**os.environ, **env}
         self.log = log
@@ -108,6 +118,7 @@ class IngestProcess:
     def start(self) -> "IngestProcess":
         self.proc = subprocess.Popen([AQPIPE, "ingest"], env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=open(self.log, "ab"), start_new_session=True)
+        IngestProcess.started.append(self)
         return self
 
     def kill(self) -> None:

@@ -24,10 +24,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 @pytest.fixture
 def stack(tmp_path):
-    """A Mosquitto and an InfluxDB of this test's own, free to stop and restart."""
+    """A Mosquitto and an InfluxDB of this test's own, free to stop and restart; any
+    ingest process the test left running (it failed midway) is killed at teardown."""
     mq = servers.Server("mosquitto", servers.free_port(), tmp_path / "mosquitto").start()
     ix = servers.Server("influxdb", servers.free_port(), tmp_path / "influxdb").start()
     yield mq, ix
+    IngestProcess.kill_leftovers()
     mq.stop()
     ix.stop()
 
