@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,8 +23,12 @@ AddCommon = Callable[[argparse.ArgumentParser], None]
 def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
     p = sub.add_parser("ingest", help="run the ingest service (MQTT -> InfluxDB)",
                        description="Subscribe to aq/v1/{ambient,stack,hj212}/+, validate, write to InfluxDB; "
-                                   "acknowledge each message only once its readings are durable. "
-                                   "SIGTERM/Ctrl-C: stop consuming, flush, ack, exit 0.")
+                                   "acknowledge each message only once its readings are durable (in InfluxDB, "
+                                   "the disk spool, or the dead-letter store). SIGTERM/Ctrl-C: stop consuming, "
+                                   "flush, ack, exit 0.",
+                       epilog="Logs a status line every ingest.status_interval_s; metrics, /healthz and /readyz on "
+                              "metrics.port (default 9108). Check the configuration first with: "
+                              "aqpipe check-config --ping")
     add_common(p)
     p.set_defaults(func=cmd_ingest)
 
@@ -47,8 +52,20 @@ def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
                                    "device firmware), replay them: each is decoded again with the current "
                                    "configuration and written to InfluxDB; what still fails stays listed.")
     dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    descriptions = {
+        "list": "Show pending dead letters (not yet replayed), oldest first: id, arrival time, reason, topic, "
+                "detail; a count by reason on stderr. --json prints each letter with its raw payload.",
+        "replay": "Decode each pending letter again with the current configuration and registry and write its "
+                  "readings to InfluxDB (directly: no broker account needed). Replayed letters are recorded in "
+                  "replayed.jsonl and no longer listed; those still failing stay, with the new reason. "
+                  "Exit status 1 while any still fails. Stops early (nothing lost) if InfluxDB refuses writes.",
+    }
+    examples = ("examples:\n  aqpipe deadletter list --reason unknown_mn\n"
+                "  aqpipe deadletter replay --reason unknown_mn --dry-run\n"
+                "  aqpipe deadletter replay --id 3f2a9c01d4e5b6a7")
     for name, helptext in (("list", "show pending dead letters"), ("replay", "decode again and write to InfluxDB")):
-        q = dsub.add_parser(name, help=helptext)
+        q = dsub.add_parser(name, help=helptext, description=textwrap.fill(descriptions[name], 80), epilog=examples,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_common(q)
         q.add_argument("--reason", action="append", help="only letters with this reason (repeatable)")
         q.add_argument("--id", action="append", dest="ids", help="only the letter with this id (repeatable)")
