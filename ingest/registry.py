@@ -63,6 +63,10 @@ class Registry:
     """Lookup of stations and outlets by id and by HJ 212 MN."""
 
     def __init__(self, stations: list[Station], outlets: list[Outlet]) -> None:
+        _no_duplicates("station id", [s.id for s in stations])
+        _no_duplicates("outlet id", [o.id for o in outlets])
+        # One MN, one device: a second entry would silently take over the first one's data.
+        _no_duplicates("mn", [d.mn for d in [*stations, *outlets] if d.mn])
         self.stations = {s.id: s for s in stations}
         self.outlets = {o.id: o for o in outlets}
         self._by_mn: dict[str, tuple[str, str]] = {}
@@ -94,6 +98,14 @@ class Registry:
     def minute_data_s(self, mn: str) -> int:
         """Seconds covered by one minute-data (CN 2051) frame of this logger (default 60)."""
         return self._minute_s.get(mn, 60)
+
+
+def _no_duplicates(what: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for v in values:
+        if v in seen:
+            raise ConfigError(f"registry {what}", f"{v!r} appears twice in stations.toml/outlets.toml")
+        seen.add(v)
 
 
 def _load(path: Path, model: type[BaseModel]):
