@@ -49,6 +49,10 @@ class Spool:
         self.not_empty = threading.Condition(self._lock)
         self._segments = sorted(int(p.stem) for p in self.directory.glob("*.seg"))
         self._cursor = self._read_cursor()
+        if not self._segments or self._cursor[0] > self._segments[-1]:
+            # Drained and deleted, but the crash came before the cursor was reset: a
+            # stale cursor would skip the segments numbered afresh from 1.
+            self._cursor = (0, 0)
         self._repair_tail()
         self._bytes = self._measure()
         self._fd: int | None = None
