@@ -19,7 +19,8 @@ history), 3 stack outlets, 1% malformed messages. A status line every 5 s shows
 received / written / dead-lettered. Ctrl-C to stop.
 
 Where to look:
-  InfluxDB   http://127.0.0.1:8086  database "aq", measurements ambient, stack
+  InfluxDB   http://127.0.0.1:8086  database "aq": ambient, stack (readings),
+             aqi_hourly, aqi_daily, stack_hourly (rollups, about a minute after start)
              curl -sG http://127.0.0.1:8086/query --data-urlencode db=aq \\
                --data-urlencode "q=SELECT last(pm25) FROM ambient GROUP BY station"
   Metrics    http://127.0.0.1:9108/metrics
