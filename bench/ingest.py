@@ -18,6 +18,7 @@ dir for the run. Loss is checked by counting points (zero expected).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -66,6 +67,26 @@ def raw_ceiling(port: int, n: int) -> float:
     return n / elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU µs per reading spent by InfluxDB and by this process over a measured span:
+    on 2 cores their sum bounds the end-to-end rate (both compete for the same cores)."""
+
+    def __init__(self, influx_pid: int) -> None:
+        self.influx_pid = influx_pid
+        self.influx0, self.self0 = cpu_seconds(influx_pid), time.process_time()
+
+    def line(self, readings: int) -> str:
+        influx = (cpu_seconds(self.influx_pid) - self.influx0) / readings * 1e6
+        own = (time.process_time() - self.self0) / readings * 1e6
+        return f"CPU per reading: influxd {influx:.1f} us, aqpipe {own:.1f} us"
+
+
 def db_ceiling(url: str, n: int) -> float:
     q = InfluxQL(url, "ceiling")
     q.execute('CREATE DATABASE "ceiling"')
@@ -81,7 +102,8 @@ def db_ceiling(url: str, n: int) -> float:
     return n / elapsed
 
 
-def aqpipe_rate(mqtt_port: int, influx_url: str, data_dir: Path, messages: list[tuple[str, bytes]], readings: int, tag: str) -> tuple[float, int]:
+def aqpipe_rate(mqtt_port: int, influx_url: str, data_dir: Path, messages: list[tuple[str, bytes]], readings: int,
+                tag: str, influx_pid: int | None = None) -> tuple[float, int, str]:
     cfg = load_config(None, {
         "AQPIPE_MQTT__PORT": str(mqtt_port), "AQPIPE_MQTT__CLIENT_ID": f"bench-{tag}",
         "AQPIPE_INFLUX__URL": influx_url, "AQPIPE_INFLUX__DATABASE": f"bench_{tag}",
@@ -91,6 +113,7 @@ def aqpipe_rate(mqtt_port: int, influx_url: str, data_dir: Path, messages: list[
     register_session(mqtt_port, cfg.mqtt.client_id)
     publish(mqtt_port, messages)
     service = IngestService(cfg)
+    meter = CpuMeter(influx_pid) if influx_pid else None
     started = time.perf_counter()
     service.start()
     while service.batcher.written + service.batcher.deadlettered < readings:
@@ -101,7 +124,7 @@ def aqpipe_rate(mqtt_port: int, influx_url: str, data_dir: Path, messages: list[
     service.stop()
     q = InfluxQL.from_config(cfg.influx)
     stored = q.rows("SELECT count(pm25) FROM ambient")[0]["count"]
-    return readings / elapsed, readings - stored
+    return readings / elapsed, readings - stored, meter.line(readings) if meter else ""
 
 
 def main() -> int:
@@ -117,14 +140,18 @@ def main() -> int:
             print(f"messages={args.messages} batch_readings={args.batch_readings}", flush=True)
             raw = raw_ceiling(mq.port, args.messages)
             print(f"1. raw ceiling (bare paho subscriber, QoS 1):   {raw:10,.0f} messages/s", flush=True)
+            meter = CpuMeter(ix.pid)
             db = db_ceiling(ix.url, args.batch_readings)
-            print(f"2. database ceiling (line protocol, 5000/POST): {db:10,.0f} readings/s", flush=True)
-            a, lost_a = aqpipe_rate(mq.port, ix.url, d, one_reading_messages(args.messages, "a"), args.messages, "a")
+            print(f"2. database ceiling (line protocol, 5000/POST): {db:10,.0f} readings/s   "
+                  f"({meter.line(args.batch_readings)}, client formatting excluded)", flush=True)
+            a, lost_a, _ = aqpipe_rate(mq.port, ix.url, d, one_reading_messages(args.messages, "a"), args.messages, "a")
             print(f"3a. aqpipe, 1 reading/message:    {a:10,.0f} readings/s = {a / raw:5.0%} of ceiling 1 "
                   f"(target >= 60%)  lost={lost_a}", flush=True)
-            b, lost_b = aqpipe_rate(mq.port, ix.url, d, batch_messages(args.batch_readings, 50, "b"), args.batch_readings, "b")
+            feed_b = batch_messages(args.batch_readings, 50, "b")
+            b, lost_b, cpu_b = aqpipe_rate(mq.port, ix.url, d, feed_b, args.batch_readings, "b", influx_pid=ix.pid)
             print(f"3b. aqpipe, 50 readings/message:  {b:10,.0f} readings/s = {b / db:5.0%} of ceiling 2 "
                   f"(target >= 50,000/s and >= 70%)  lost={lost_b}", flush=True)
+            print(f"    {cpu_b} (this process: ingest only; publishing was done before)", flush=True)
         finally:
             mq.stop()
             ix.stop()
