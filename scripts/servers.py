@@ -126,6 +126,7 @@ class Server:
     directory: Path
     pid: int | None = None
     auth: tuple[Path, Path] | None = None  # mosquitto: (password file, ACL file)
+    config_file: Path | None = None  # alertmanager: use this routing config instead of the minimal one
 
     @property
     def url(self) -> str:
@@ -142,8 +143,10 @@ class Server:
             (d / "influxdb.conf").write_text(influxdb_conf(d, self.port))
             return [exe, "-config", str(d / "influxdb.conf")]
         if self.name == "alertmanager":
-            (d / "alertmanager.yml").write_text(alertmanager_conf())
-            return [exe, f"--config.file={d}/alertmanager.yml", f"--storage.path={d}/data",
+            config = self.config_file or d / "alertmanager.yml"
+            if self.config_file is None:
+                config.write_text(alertmanager_conf())
+            return [exe, f"--config.file={config}", f"--storage.path={d}/data",
                     f"--web.listen-address=127.0.0.1:{self.port}", f"--cluster.listen-address=",
                     "--log.level=warn"]
         if self.name == "victoriametrics":
