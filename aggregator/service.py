@@ -26,11 +26,10 @@ from ingest.config import Config
 from ingest.decode import MessageDecoder
 from ingest.errors import RejectedReading
 from ingest.influx import InfluxQL, QueryError, WriteError, make_writer
-from ingest.mqtt import connect_properties, make_client, on_disconnected, on_suback
+from ingest.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
 from ingest.reading import Reading
 from ingest.registry import Registry
 from ingest.topics import subscriptions
-from ingest.validate import Validator
 
 log = logging.getLogger("aqpipe.aggregator")
 
@@ -46,9 +45,7 @@ class AggregatorService:
         self.acfg = cfg.aggregator
         self.clock = clock
         self.registry = registry if registry is not None else Registry.load(cfg.registry_path)
-        self.decoder = MessageDecoder(
-            cfg.mqtt.topic_prefix, self.registry,
-            Validator(cfg.ingest.future_tolerance_s, cfg.ingest.retention_days), cfg.ingest.max_payload_bytes)
+        self.decoder = MessageDecoder.from_config(cfg, self.registry)
         self.state = AggregatorState(cfg.data_dir / "aggregator")
         self.query = InfluxQL.from_config(cfg.influx)
         self.writer = make_writer(cfg.influx)
@@ -157,10 +154,7 @@ class AggregatorService:
                 seen.setdefault(key, set()).update(offsets)
         dirty = {out for key in seen for out in affected(key)}
         self.state.mark(seen, dirty)
-        generation = self._generation
-        for _, (gen, mid, qos) in items:
-            if gen == generation and qos > 0:
-                self.client.ack(mid, qos)
+        ack_durable(self.client, [token for _, token in items], self._generation)
         self.journalled += len(items)
         metrics.DIRTY.set(self.state.counts()[0])
 

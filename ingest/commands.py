@@ -216,13 +216,10 @@ def cmd_deadletter_replay(args: argparse.Namespace) -> int:
     from ingest.influx import WriteError, make_writer
     from ingest.reading import to_line
     from ingest.registry import Registry
-    from ingest.validate import Validator
 
     cfg = _config(args)
     letters = _selected(args, cfg)
-    decoder = MessageDecoder(cfg.mqtt.topic_prefix, Registry.load(cfg.registry_path),
-                             Validator(cfg.ingest.future_tolerance_s, cfg.ingest.retention_days),
-                             cfg.ingest.max_payload_bytes)
+    decoder = MessageDecoder.from_config(cfg, Registry.load(cfg.registry_path))
     store = DeadLetterStore(cfg.deadletter_dir)
     writer = None if args.dry_run else make_writer(cfg.influx)
     replayed, still = 0, 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ingest import topics
+from ingest.config import Config
 from ingest.decoders import json as json_decoder
 from ingest.errors import Reason, RejectedReading
 from ingest.reading import Reading
@@ -18,6 +19,12 @@ class MessageDecoder:
         self.registry = registry
         self.validator = validator
         self.max_payload_bytes = max_payload_bytes
+
+    @classmethod
+    def from_config(cls, cfg: Config, registry: Registry) -> "MessageDecoder":
+        """The decoder every service and tool uses, so they judge a message alike."""
+        return cls(cfg.mqtt.topic_prefix, registry,
+                   Validator(cfg.ingest.future_tolerance_s, cfg.ingest.retention_days), cfg.ingest.max_payload_bytes)
 
     def decode(self, topic: str, payload: bytes, now_ns: int) -> list[Reading]:
         where = topics.parse(topic, self.prefix)

@@ -61,6 +61,16 @@ def ack_many(client: paho.Client, mids: list[int]) -> None:
     queue(paho.PUBACK, b"".join([_PUBACK.pack(0x40, 2, mid) for mid in mids]), 0, 1)
 
 
+def ack_durable(client: paho.Client, tokens: list[tuple[int, int, int]], generation: int) -> None:
+    """Acknowledge messages whose effect is now durable. A token is (connection
+    generation, mid, qos): an ack only means something on the connection the message
+    arrived on; after a reconnect the broker redelivers what we had not acked."""
+    ack_many(client, [mid for gen, mid, qos in tokens if gen == generation and qos == 1])
+    for gen, mid, qos in tokens:
+        if gen == generation and qos == 2:
+            client.ack(mid, qos)
+
+
 def on_suback(reason_codes: list, connected: threading.Event, log: logging.Logger) -> None:
     """SUBACK: "connected" means subscribed, so nothing published from now on can miss us."""
     failed = [str(rc) for rc in reason_codes if rc.is_failure]

@@ -18,12 +18,11 @@ from ingest.deadletter import DeadLetter, DeadLetterStore
 from ingest.decode import MessageDecoder
 from ingest.errors import ConfigError, RejectedReading
 from ingest.influx import InfluxQL, make_writer
-from ingest.mqtt import ack_many, connect_properties, make_client, on_disconnected, on_suback
+from ingest.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
 from ingest.reading import to_line
 from ingest.registry import Registry
 from ingest.spool import Spool
 from ingest.topics import subscriptions
-from ingest.validate import Validator
 
 log = logging.getLogger("aqpipe.ingest")
 
@@ -32,12 +31,7 @@ class IngestService:
     def __init__(self, cfg: Config, registry: Registry | None = None) -> None:
         self.cfg = cfg
         registry = registry if registry is not None else Registry.load(cfg.registry_path)
-        self.decoder = MessageDecoder(
-            cfg.mqtt.topic_prefix,
-            registry,
-            Validator(cfg.ingest.future_tolerance_s, cfg.ingest.retention_days),
-            cfg.ingest.max_payload_bytes,
-        )
+        self.decoder = MessageDecoder.from_config(cfg, registry)
         self.store = DeadLetterStore(cfg.deadletter_dir)
         self.writer = make_writer(cfg.influx)
         self.batcher = Batcher(
@@ -102,12 +96,7 @@ class IngestService:
 
     # --- writer thread ---
     def _ack(self, tokens: list) -> None:
-        generation = self._generation
-        qos1 = [mid for gen, mid, qos in tokens if gen == generation and qos == 1]
-        ack_many(self.client, qos1)
-        for gen, mid, qos in tokens:
-            if gen == generation and qos == 2:
-                self.client.ack(mid, qos)
+        ack_durable(self.client, tokens, self._generation)
         with self._lock:
             self.inflight = max(0, self.inflight - len(tokens))
         metrics.IN_FLIGHT.set(self.inflight)
