@@ -22,10 +22,6 @@ class Reading:
     flags: dict[str, str] = field(default_factory=dict)  # value name -> HJ 212 letter, only when not "N"
     status: str | None = None  # stack plant status (running, stopped, startup, shutdown)
 
-    def to_line(self) -> str:
-        """InfluxDB line protocol for this reading (one point)."""
-        return to_line(self)
-
 
 def _escape_tag(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")

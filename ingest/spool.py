@@ -137,7 +137,7 @@ class Spool:
                     break
                 self._path(seq).unlink(missing_ok=True)
                 self._segments.remove(seq)
-            if self._segments and seq_fully_read(self._path(record.segment), record.end) and record.segment == self._segments[-1]:
+            if self._segments and _fully_read(self._path(record.segment), record.end) and record.segment == self._segments[-1]:
                 # Everything drained: start afresh so the files do not grow forever.
                 if self._fd is not None:
                     os.close(self._fd)
@@ -221,7 +221,7 @@ class Spool:
                 os.fsync(f.fileno())
 
 
-def seq_fully_read(path: Path, offset: int) -> bool:
+def _fully_read(path: Path, offset: int) -> bool:
     try:
         return path.stat().st_size <= offset
     except FileNotFoundError:

@@ -49,11 +49,6 @@ def victoriametrics(tmp_path_factory) -> Iterator[servers.Server]:
     yield from _start("victoriametrics", tmp_path_factory)
 
 
-@pytest.fixture(scope="session")
-def alertmanager(tmp_path_factory) -> Iterator[servers.Server]:
-    yield from _start("alertmanager", tmp_path_factory)
-
-
 @pytest.fixture
 def unique() -> str:
     """A short name no other test uses: databases, client ids, station ids."""
