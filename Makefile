@@ -30,6 +30,9 @@ test-unit: venv
 test-integration: deps venv
 	$(PY) -m pytest -q tests/integration
 
+test-faults: deps venv
+	$(PY) -m pytest -q -m faults
+
 bench: deps venv
 	$(PY) bench/ingest.py
 	$(PY) bench/hj212.py

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
-AddCommon = Callable[[argparse.ArgumentParser], None]
+from aggregator.service import AggregatorService
+from aqpipe.cliutil import AddCommon, load_or_exit
+from aqpipe.runner import run_services
 
 
 def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
@@ -22,7 +23,4 @@ def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from aggregator.service import AggregatorService
-    from ingest.commands import run_services
-
-    return run_services(args, [("aggregator", AggregatorService)])
+    return run_services(load_or_exit(args.config), [("aggregator", AggregatorService)])

@@ -24,7 +24,7 @@ from aggregator.keys import DAY, HOUR
 from aggregator.source import AMBIENT_FIELDS, NS, STACK_POLLUTANTS, Series
 from aggregator.stack import Limit, hourly_record, limit_for, stack_hourly
 from aggregator.tables import CHINA_TZ, CN_2012, US_2024, Standard, cn_standard_in_force
-from ingest.registry import Registry
+from aqpipe.registry import Registry
 
 FloatArray = NDArray[np.float64]
 # A reading's interval is not stored; it is inferred from the spacing of a station's

@@ -22,14 +22,14 @@ from aggregator.keys import DAY, HOUR, InputKey, OutputKey, affected, closes_at,
 from aggregator.rollup import AqiOptions, Point, ambient_points, stack_points
 from aggregator.source import AMBIENT_FIELDS, NS, STACK_FIELDS, fetch, identities
 from aggregator.state import AggregatorState
-from ingest.config import Config
-from ingest.decode import MessageDecoder
-from ingest.errors import RejectedReading
-from ingest.influx import InfluxQL, QueryError, WriteError, make_writer
-from ingest.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
-from ingest.reading import Reading
-from ingest.registry import Registry
-from ingest.topics import subscriptions
+from aqpipe.config import Config
+from aqpipe.decode import MessageDecoder
+from aqpipe.errors import RejectedReading
+from aqpipe.influx import InfluxQL, QueryError, WriteError, make_writer
+from aqpipe.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
+from aqpipe.reading import Reading
+from aqpipe.registry import Registry
+from aqpipe.topics import subscriptions
 
 log = logging.getLogger("aqpipe.aggregator")
 

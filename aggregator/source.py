@@ -13,8 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aggregator.keys import DAY, HOUR, InputKey
-from ingest.influx import InfluxQL
-from ingest.reading import IDENTITY_TAG
+from aqpipe.influx import InfluxQL
+from aqpipe.reading import IDENTITY_TAG
 
 # Fields the rollups read (canonical units: µg/m³, CO mg/m³; stack mg/m³, Hg µg/m³, O2 %).
 AMBIENT_FIELDS = ("pm25", "pm10", "so2", "no2", "co", "o3")

@@ -1,7 +1,7 @@
 """Stack (CEMS) hourly averages, O2 correction and the emission limit each hour is judged by.
 
 Sources: HJ 75-2017 (valid data, as read in cems.md), GB 13271-2014 Tables 1-3 (limits),
-the outlet registry (`ingest.registry.Outlet`: fuel, boiler table, reference O2, permit).
+the outlet registry (`aqpipe.registry.Outlet`: fuel, boiler table, reference O2, permit).
 
 Arrays are shaped (outlets, hours, 60): one slot per minute of the hour, NaN when absent.
 
@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ingest.registry import Outlet
+from aqpipe.registry import Outlet
 
 FloatArray = NDArray[np.float64]
 

@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import servers  # noqa: E402  (scripts/servers.py)
 
-from ingest.decoders.hj212 import build_frame, crc16_hj212, crc16_hj212_bitwise, decode  # noqa: E402
-from ingest.registry import Outlet, Registry  # noqa: E402
+from aqpipe.decoders.hj212 import build_frame, crc16_hj212, crc16_hj212_bitwise, decode  # noqa: E402
+from aqpipe.registry import Outlet, Registry  # noqa: E402
 
 TARGET = 20_000  # frames per second
 MN = "91320500MA1X2Y3Z4W000001"
@@ -85,7 +85,7 @@ def gateway_rate(clients: int = CLIENTS, per_client: int = FRAMES_PER_CLIENT) ->
         gw_port = servers.free_port()
         env = {**os.environ, "AQPIPE_MQTT__PORT": str(broker.port), "AQPIPE_HJ212_GATEWAY__METRICS_PORT": "0",
                "AQPIPE_HJ212_GATEWAY__CLIENT_ID": "bench-gateway", "AQPIPE_CONFIG": os.devnull}
-        gateway = subprocess.Popen([sys.executable, "-m", "ingest.cli", "hj212-gateway", "--log-level", os.environ.get("BENCH_LOG", "WARNING"),
+        gateway = subprocess.Popen([sys.executable, "-m", "aqpipe.cli", "hj212-gateway", "--log-level", os.environ.get("BENCH_LOG", "WARNING"),
                                     "--listen", f"127.0.0.1:{gw_port}"], cwd=ROOT, env=env)
         arrived = 0
         done = threading.Event()

@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import servers  # noqa: E402
 from feed import T0, VALUES, batch_messages, client, one_reading_messages, publish, register_session, session_props  # noqa: E402
 
-from ingest.config import load_config  # noqa: E402
-from ingest.influx import InfluxQL  # noqa: E402
+from aqpipe.config import load_config  # noqa: E402
+from aqpipe.influx import InfluxQL  # noqa: E402
 from ingest.service import IngestService  # noqa: E402
 
 def raw_ceiling(port: int, n: int) -> float:

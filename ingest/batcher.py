@@ -23,8 +23,8 @@ from typing import Any
 
 from ingest import metrics
 from ingest.deadletter import DeadLetter, DeadLetterStore
-from ingest.errors import Reason
-from ingest.influx import Writer, WriteError
+from aqpipe.errors import Reason
+from aqpipe.influx import Writer, WriteError
 from ingest.spool import Spool, SpoolFull
 
 log = logging.getLogger("aqpipe.batcher")

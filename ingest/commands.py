@@ -1,23 +1,22 @@
-"""Subcommands: ingest, run, check-config, deadletter list|replay."""
+"""Subcommands of the ingest service: ingest, deadletter list|replay."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import socket
 import sys
 import textwrap
 import time
-from collections.abc import Callable
-from typing import Any
 
-from ingest.config import Config
-from ingest.errors import ConfigError, RejectedReading
-
-log = logging.getLogger("aqpipe")
-
-AddCommon = Callable[[argparse.ArgumentParser], None]
+from aqpipe.cliutil import AddCommon, load_or_exit
+from aqpipe.config import Config
+from aqpipe.decode import MessageDecoder
+from aqpipe.errors import RejectedReading
+from aqpipe.influx import WriteError, make_writer
+from aqpipe.reading import to_line
+from aqpipe.registry import Registry
+from aqpipe.runner import run_services
+from ingest.deadletter import DeadLetter, DeadLetterStore, summary
+from ingest.service import IngestService
 
 
 def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
@@ -31,20 +30,6 @@ def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
                               "aqpipe check-config --ping")
     add_common(p)
     p.set_defaults(func=cmd_ingest)
-
-    p = sub.add_parser("run", help="run every service in one process (ingest + aggregator)",
-                       description="Run the services together in one process: ingest and aggregator. "
-                                   "Each can also run on its own (aqpipe ingest, aqpipe aggregate); they share "
-                                   "nothing but MQTT topics and InfluxDB.")
-    add_common(p)
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("check-config", help="validate the configuration and say what is wrong, by key",
-                       description="Load aqpipe.toml plus AQPIPE_* environment overrides, validate, print the "
-                                   "effective settings (secrets masked). Exit 0 when valid, 2 otherwise.")
-    add_common(p)
-    p.add_argument("--ping", action="store_true", help="also try to reach the MQTT broker and InfluxDB")
-    p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("deadletter", help="list or replay rejected messages",
                        description="Rejected messages are kept in DATA_DIR/deadletter/*.jsonl with topic, raw "
@@ -78,114 +63,14 @@ def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    from ingest.cli import load_or_exit
-
     return load_or_exit(args.config)
 
 
-def where_to_look(cfg: Config) -> str:
-    metrics_url = (f"http://{cfg.metrics.host}:{cfg.metrics.port}/metrics (/healthz, /readyz)"
-                   if cfg.metrics.port else "(metrics off)")
-    target = (f"database={cfg.influx.database}" if cfg.influx.api == "v1"
-              else f"org={cfg.influx.org} bucket={cfg.influx.bucket}")
-    return (f"mqtt=mqtt://{cfg.mqtt.host}:{cfg.mqtt.port} influx={cfg.influx.url} api={cfg.influx.api} {target} "
-            f"metrics={metrics_url} deadletters={cfg.deadletter_dir.resolve()}")
-
-
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from ingest.service import IngestService
-
-    return run_services(args, [("ingest", IngestService)])
+    return run_services(_config(args), [("ingest", IngestService)])
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from aggregator.service import AggregatorService
-    from ingest.service import IngestService
-
-    return run_services(args, [("ingest", IngestService), ("aggregator", AggregatorService)])
-
-
-def run_services(args: argparse.Namespace, factories: list[tuple[str, Callable[[Config], Any]]]) -> int:
-    """Start services in one process with one /metrics /healthz /readyz endpoint, log a
-    status line per service every ingest.status_interval_s, stop them in reverse
-    order on SIGTERM/SIGINT. Each service has start(), stop(), ready(), status_line()."""
-    from ingest.cli import wait_for_signal
-    from ingest.http import OpsServer
-
-    cfg = _config(args)
-    stop = wait_for_signal()
-    started: list[tuple[str, Any]] = []
-    try:
-        services = [(name, make(cfg)) for name, make in factories]
-        ops = OpsServer(cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port else None
-        log.info("event=starting services=%s %s", ",".join(n for n, _ in services), where_to_look(cfg))
-        for name, service in services:
-            service.start()
-            started.append((name, service))
-            if ops is not None:
-                ops.add_check(service.ready)
-    except (ConfigError, OSError) as e:
-        print(f"aqpipe: {e}", file=sys.stderr)
-        for _, service in reversed(started):
-            service.stop()
-        return 2
-    while not stop.wait(cfg.ingest.status_interval_s):
-        for name, service in started:
-            log.info("event=status service=%s %s", name, service.status_line())
-    log.info("event=stopping (signal)")
-    for _, service in reversed(started):
-        service.stop()
-    if ops is not None:
-        ops.close()
-    return 0
-
-
-def _masked(cfg: Config) -> dict:
-    doc = json.loads(cfg.model_dump_json())
-    for section, key in (("mqtt", "password"), ("influx", "token")):
-        if doc[section].get(key):
-            doc[section][key] = "***"
-    return doc
-
-
-def cmd_check_config(args: argparse.Namespace) -> int:
-    from ingest.config import load_config
-    from ingest.registry import Registry
-
-    try:
-        cfg = load_config(args.config)
-        registry = Registry.load(cfg.registry_path)
-        cfg.mqtt.secret()
-        cfg.influx.secret()
-    except ConfigError as e:
-        print("configuration is NOT valid:", file=sys.stderr)
-        print(e.detail if e.detail.startswith(e.key) else f"{e.key}: {e.detail}", file=sys.stderr)
-        return 2
-    print(f"configuration is valid (file: {cfg.source or 'none, defaults + environment'})")
-    print(f"registry: {len(registry.stations)} stations, {len(registry.outlets)} outlets from {cfg.registry_path.resolve()}")
-    print(json.dumps(_masked(cfg), indent=2, ensure_ascii=False))
-    if not args.ping:
-        return 0
-    ok = True
-    try:
-        socket.create_connection((cfg.mqtt.host, cfg.mqtt.port), timeout=3).close()
-        print(f"mqtt {cfg.mqtt.host}:{cfg.mqtt.port}: reachable")
-    except OSError as e:
-        print(f"mqtt {cfg.mqtt.host}:{cfg.mqtt.port}: NOT reachable ({e})")
-        ok = False
-    from ingest.influx import InfluxQL
-
-    if InfluxQL.from_config(cfg.influx).ping():
-        print(f"influx {cfg.influx.url}: reachable")
-    else:
-        print(f"influx {cfg.influx.url}: NOT reachable")
-        ok = False
-    return 0 if ok else 1
-
-
-def _selected(args: argparse.Namespace, cfg: Config):
-    from ingest.deadletter import DeadLetterStore
-
+def _selected(args: argparse.Namespace, cfg: Config) -> list[DeadLetter]:
     letters = DeadLetterStore(cfg.deadletter_dir).pending()
     if args.reason:
         letters = [d for d in letters if d.reason in args.reason]
@@ -195,8 +80,6 @@ def _selected(args: argparse.Namespace, cfg: Config):
 
 
 def cmd_deadletter_list(args: argparse.Namespace) -> int:
-    from ingest.deadletter import summary
-
     cfg = _config(args)
     letters = _selected(args, cfg)
     if args.json:
@@ -211,12 +94,6 @@ def cmd_deadletter_list(args: argparse.Namespace) -> int:
 
 
 def cmd_deadletter_replay(args: argparse.Namespace) -> int:
-    from ingest.deadletter import DeadLetterStore
-    from ingest.decode import MessageDecoder
-    from ingest.influx import WriteError, make_writer
-    from ingest.reading import to_line
-    from ingest.registry import Registry
-
     cfg = _config(args)
     letters = _selected(args, cfg)
     decoder = MessageDecoder.from_config(cfg, Registry.load(cfg.registry_path))

@@ -13,16 +13,16 @@ import paho.mqtt.client as paho
 
 from ingest import metrics
 from ingest.batcher import Batcher, Entry
-from ingest.config import Config
+from aqpipe.config import Config
 from ingest.deadletter import DeadLetter, DeadLetterStore
-from ingest.decode import MessageDecoder
-from ingest.errors import ConfigError, RejectedReading
-from ingest.influx import InfluxQL, make_writer
-from ingest.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
-from ingest.reading import to_line
-from ingest.registry import Registry
+from aqpipe.decode import MessageDecoder
+from aqpipe.errors import ConfigError, RejectedReading
+from aqpipe.influx import InfluxQL, make_writer
+from aqpipe.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
+from aqpipe.reading import to_line
+from aqpipe.registry import Registry
 from ingest.spool import Spool
-from ingest.topics import subscriptions
+from aqpipe.topics import subscriptions
 
 log = logging.getLogger("aqpipe.ingest")
 

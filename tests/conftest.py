@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import servers  # noqa: E402  (scripts/servers.py)
 
-from ingest.config import Config, load_config  # noqa: E402
-from ingest.influx import InfluxQL  # noqa: E402
+from aqpipe.config import Config, load_config  # noqa: E402
+from aqpipe.influx import InfluxQL  # noqa: E402
 from tests.helpers import service_starter  # noqa: E402
 
 _counter = itertools.count()

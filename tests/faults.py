@@ -22,7 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ingest.deadletter import DeadLetterStore
-from ingest.influx import InfluxQL, QueryError
+from aqpipe.influx import InfluxQL, QueryError
 
 AQPIPE = str(Path(sys.executable).parent / "aqpipe")
 T0 = (int(time.time()) - 3 * 86400) // 60 * 60  # three days ago: in retention, all times distinct

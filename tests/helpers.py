@@ -6,7 +6,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 
-from ingest.config import Config
+from aqpipe.config import Config
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05):

@@ -25,7 +25,7 @@ asks for), `publisher` (paho on the event loop), `connection` (one logger),
 
 from __future__ import annotations
 
-from ingest.hj212_gateway.command import AddCommon, cmd_gateway, gateway_config, register
+from ingest.hj212_gateway.command import cmd_gateway, gateway_config, register
 from ingest.hj212_gateway.metrics import (
     ACCEPTED,
     BYTES_IN,
@@ -48,7 +48,7 @@ from ingest.hj212_gateway.splitter import Accepted, FrameSplitter, Rejected
 __all__ = [
     "ACCEPTED", "BYTES_IN", "CONNECTIONS", "DISCONNECTS", "GARBAGE", "INVALID", "MQTT_CONNECTED", "PENDING",
     "PUBACK_SECONDS", "PUBLISHED", "PUBLISH_FAILED", "REPLIES",
-    "Accepted", "AddCommon", "FrameSplitter", "Hj212Gateway", "PublishRefused", "Rejected",
+    "Accepted", "FrameSplitter", "Hj212Gateway", "PublishRefused", "Rejected",
     "cmd_gateway", "gateway_config", "register", "reply_command", "reply_for", "run_in_thread",
     "split_listen", "stop_in_thread",
 ]

@@ -7,15 +7,15 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable
 
-from ingest.config import Config, Hj212GatewayConfig, MqttConfig
+from pydantic import ValidationError
+
+from aqpipe.cliutil import AddCommon, load_or_exit
+from aqpipe.config import Config, Hj212GatewayConfig, MqttConfig, config_error_from
+from aqpipe.ops_http import OpsServer
 from ingest.hj212_gateway.server import Hj212Gateway
-from ingest.http import OpsServer
 
 log = logging.getLogger("aqpipe.hj212_gateway")
-
-AddCommon = Callable[[argparse.ArgumentParser], None]
 
 
 def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
@@ -46,11 +46,6 @@ def gateway_config(cfg: Config, args: argparse.Namespace) -> Hj212GatewayConfig:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from ingest.cli import load_or_exit
-    from ingest.config import config_error_from
-
     cfg = load_or_exit(args.config)
     try:
         gw_cfg = gateway_config(cfg, args)

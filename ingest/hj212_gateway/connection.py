@@ -5,28 +5,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from ingest.decoders.hj212 import Frame, reply_9014
-from ingest.errors import Reason
+from aqpipe.decoders.hj212 import Frame, reply_9014
+from aqpipe.errors import Reason
 from ingest.hj212_gateway.metrics import BYTES_IN, DISCONNECTS, GARBAGE, INVALID, PUBLISHED, REPLIES
-from ingest.hj212_gateway.publisher import PublishRefused
-from ingest.hj212_gateway.replies import _reply, reply_command
-from ingest.hj212_gateway.splitter import _TOPIC_SAFE_MN, FrameSplitter, Rejected, _mn_of
+from aqpipe.config import Hj212GatewayConfig
+from ingest.hj212_gateway.publisher import Publisher, PublishRefused
+from ingest.hj212_gateway.replies import reply_command, reply_with
+from ingest.hj212_gateway.splitter import TOPIC_SAFE_MN, FrameSplitter, Rejected, mn_of
 
-if TYPE_CHECKING:
-    from ingest.hj212_gateway.server import Hj212Gateway
 
 log = logging.getLogger("aqpipe.hj212_gateway")
 
-_READ_SIZE = 64 * 1024
+READ_SIZE = 64 * 1024
 _LOGGED_INVALID = 5  # invalid frames logged at WARNING per connection; the rest at DEBUG
 
 
-class _Connection:
+class Gateway(Protocol):
+    """What a connection needs of the server that accepted it."""
+
+    cfg: Hj212GatewayConfig
+    publisher: Publisher
+    prefix: str
+    stopping: bool
+    drain_timeout: float
+
+
+class Connection:
     """One logger: a reader that splits and publishes, a replier that answers in order."""
 
-    def __init__(self, gateway: Hj212Gateway, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, gateway: Gateway, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.gw = gateway
         self.reader = reader
         self.writer = writer
@@ -84,7 +93,7 @@ class _Connection:
         while True:
             try:
                 async with asyncio.timeout(idle):
-                    data = await self.reader.read(_READ_SIZE)
+                    data = await self.reader.read(READ_SIZE)
             except TimeoutError:
                 return "idle"
             if not data:
@@ -102,12 +111,12 @@ class _Connection:
             for event in events:
                 if isinstance(event, Rejected):
                     self._invalid(event.reason, event.detail, event.size)
-                    mn = _mn_of(event.raw) if event.raw is not None else None
+                    mn = mn_of(event.raw) if event.raw is not None else None
                     if mn is not None:
                         await self._forward_for_dead_letter(mn, event.raw)
                     continue
                 frame = event.frame
-                if not _TOPIC_SAFE_MN.fullmatch(frame.mn):
+                if not TOPIC_SAFE_MN.fullmatch(frame.mn):
                     self._invalid(Reason.HJ212_SYNTAX, f"MN {frame.mn!r} cannot be an MQTT topic level", len(event.raw))
                     continue
                 # Back-pressure: stop reading while this connection or the whole gateway
@@ -159,7 +168,7 @@ class _Connection:
             cn = reply_command(frame)
             if cn is None or self.writer.is_closing():
                 continue
-            self.writer.write((reply_9014(frame) if cn == "9014" else _reply(frame, cn)).encode("utf-8"))
+            self.writer.write((reply_9014(frame) if cn == "9014" else reply_with(frame, cn)).encode("utf-8"))
             try:
                 async with asyncio.timeout(self.gw.cfg.idle_timeout_s):
                     await self.writer.drain()

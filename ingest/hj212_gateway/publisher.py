@@ -10,9 +10,9 @@ import time
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.config import MqttConfig
+from aqpipe.config import MqttConfig
 from ingest.hj212_gateway.metrics import MQTT_CONNECTED, PENDING, PUBACK_SECONDS, PUBLISH_FAILED
-from ingest.mqtt import make_client
+from aqpipe.mqtt import make_client
 
 log = logging.getLogger("aqpipe.hj212_gateway")
 
@@ -21,7 +21,7 @@ class PublishRefused(Exception):
     """The broker answered a publish with a failure reason code (e.g. not authorized)."""
 
 
-class _Publisher:
+class Publisher:
     """paho driven by the gateway's own event loop: `publish()` returns a future done at PUBACK.
 
     No network thread: paho's socket is watched with add_reader/add_writer and its

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest.decoders.hj212 import Frame, build_frame, reply_9014
+from aqpipe.decoders.hj212 import Frame, build_frame, reply_9014
 
 # Commands a logger sends to the platform that answer a platform request: replying
 # to them would start a loop. (HJ 212-2017: 9011 request reply, 9012 execution
@@ -36,10 +36,10 @@ def reply_for(frame: Frame) -> str | None:
     cn = reply_command(frame)
     if cn is None:
         return None
-    return reply_9014(frame) if cn == "9014" else _reply(frame, cn)
+    return reply_9014(frame) if cn == "9014" else reply_with(frame, cn)
 
 
-def _reply(frame: Frame, cn: str) -> str:
+def reply_with(frame: Frame, cn: str) -> str:
     """HJ 212-2017 reply form: same QN, PW and MN, ST=91, Flag=4, empty CP."""
     head = [f"QN={frame.qn}"] if frame.qn is not None else []
     head += ["ST=91", f"CN={cn}"]

@@ -6,10 +6,10 @@ import asyncio
 import logging
 import threading
 
-from ingest.config import Hj212GatewayConfig, MqttConfig
-from ingest.hj212_gateway.connection import _READ_SIZE, _Connection
+from aqpipe.config import Hj212GatewayConfig, MqttConfig
+from ingest.hj212_gateway.connection import READ_SIZE, Connection
 from ingest.hj212_gateway.metrics import ACCEPTED, CONNECTIONS
-from ingest.hj212_gateway.publisher import _Publisher
+from ingest.hj212_gateway.publisher import Publisher
 
 log = logging.getLogger("aqpipe.hj212_gateway")
 
@@ -23,16 +23,16 @@ class Hj212Gateway:
         self.prefix = topic_prefix
         self.drain_timeout = cfg.drain_timeout_s
         self.stopping = False
-        self.connections: set[_Connection] = set()
+        self.connections: set[Connection] = set()
         self._tasks: set[asyncio.Task] = set()
         self._server: asyncio.base_events.Server | None = None
-        self.publisher: _Publisher
+        self.publisher: Publisher
         self.port = 0  # the port actually bound (listen on port 0 picks one)
 
     async def start(self) -> None:
-        self.publisher = _Publisher(self.mqtt, self.cfg.client_id, self.cfg.max_pending, asyncio.get_running_loop())
+        self.publisher = Publisher(self.mqtt, self.cfg.client_id, self.cfg.max_pending, asyncio.get_running_loop())
         host, port = split_listen(self.cfg.listen)
-        self._server = await asyncio.start_server(self._accept, host, port, limit=_READ_SIZE,
+        self._server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE,
                                                   reuse_address=True, backlog=min(self.cfg.max_connections, 1024))
         self.publisher.start()  # after the bind: a port in use fails fast, with nothing to undo
         self.port = self._server.sockets[0].getsockname()[1]
@@ -48,7 +48,7 @@ class Hj212Gateway:
             writer.transport.abort()
             return
         ACCEPTED.labels("accepted").inc()
-        conn = _Connection(self, reader, writer)
+        conn = Connection(self, reader, writer)
         self.connections.add(conn)
         CONNECTIONS.set(len(self.connections))
         task = asyncio.current_task()

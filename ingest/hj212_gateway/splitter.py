@@ -5,25 +5,25 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ingest.decoders.hj212 import Frame, Hj212Error, parse_frame
-from ingest.errors import Reason
+from aqpipe.decoders.hj212 import Frame, Hj212Error, parse_frame
+from aqpipe.errors import Reason
 
 _MARK = re.compile(rb"##[0-9]{4}")  # where a frame can start
 _LINE_END = b"\r\n"
 _HEADER = 6  # "##" + 4-digit length
 _OVERHEAD = 10  # header + 4-hex CRC (CRLF not counted)
 # An MN becomes a topic level: nothing that MQTT gives a meaning, nothing invisible.
-_TOPIC_SAFE_MN = re.compile(r"[0-9A-Za-z_.\-]{1,24}")
+TOPIC_SAFE_MN = re.compile(r"[0-9A-Za-z_.\-]{1,24}")
 _MN_FIELD = re.compile(rb"(?:^|;)MN=([^;&]*)")
 
 
-def _mn_of(raw: bytes) -> str | None:
+def mn_of(raw: bytes) -> str | None:
     """The MN of a frame that does not parse, if it names a usable one."""
     m = _MN_FIELD.search(raw[6:])  # after "##dddd"
     if m is None:
         return None
     mn = m.group(1).decode("ascii", "replace")
-    return mn if _TOPIC_SAFE_MN.fullmatch(mn) else None
+    return mn if TOPIC_SAFE_MN.fullmatch(mn) else None
 
 
 @dataclass(slots=True)

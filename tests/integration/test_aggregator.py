@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from aggregator.aqi import compute_aqi, convert_units, nowcast
 from aggregator.tables import US_2024, get_standard
-from ingest.config import Config
+from aqpipe.config import Config
 from tests.helpers import service_starter, wait_until
 
 pytestmark = pytest.mark.integration

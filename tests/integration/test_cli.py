@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ingest.deadletter import DeadLetterStore
-from ingest.influx import InfluxQL
+from aqpipe.influx import InfluxQL
 from tests.helpers import http_get, metric_value, wait_until
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import servers
-from ingest.influx import InfluxQL
+from aqpipe.influx import InfluxQL
 from tests.faults import Feed, IngestProcess, audit
 from tests.helpers import wait_until
 

@@ -17,9 +17,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest import hj212_gateway as gw
-from ingest.config import Hj212GatewayConfig, MqttConfig
+from aqpipe.config import Hj212GatewayConfig, MqttConfig
 from ingest.deadletter import DeadLetterStore
-from ingest.decoders.hj212 import build_frame, parse_frame
+from aqpipe.decoders.hj212 import build_frame, parse_frame
 from tests.conftest import ROOT, servers
 from tests.helpers import wait_until
 
@@ -332,7 +332,7 @@ def test_sigterm_stops_the_gateway_process_cleanly_after_replying(mosquitto, env
     sub.connect("127.0.0.1", mosquitto.port)
     sub.subscribe(f"aq/v1/hj212/{MN3}", qos=1)
     sub.loop_start()
-    proc = subprocess.Popen([sys.executable, "-m", "ingest.cli", "hj212-gateway", "--listen", f"127.0.0.1:{port}"],
+    proc = subprocess.Popen([sys.executable, "-m", "aqpipe.cli", "hj212-gateway", "--listen", f"127.0.0.1:{port}"],
                             cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         s = wait_until(lambda: _try_connect(port), timeout=15)

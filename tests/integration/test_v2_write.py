@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ingest.config import load_config
+from aqpipe.config import load_config
 from tests.helpers import http_get, wait_until
 
 pytestmark = pytest.mark.integration

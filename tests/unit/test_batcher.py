@@ -6,7 +6,7 @@ import threading
 
 from ingest.batcher import Batcher, Entry
 from ingest.deadletter import DeadLetterStore
-from ingest.influx import WriteError
+from aqpipe.influx import WriteError
 
 
 class RefusingWriter:

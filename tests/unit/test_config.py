@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import load_config
-from ingest.errors import ConfigError
+from aqpipe.config import load_config
+from aqpipe.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

@@ -34,9 +34,9 @@ import ingest.metrics  # noqa: F401  (registers the ingest metrics)
 from aggregator.stack import Limit, hourly_record
 from aggregator.tables import ALL_INPUTS, AUX_INPUTS
 from ingest import hj212_gateway
-from ingest.config import CONFIG_ENV, ENV_PREFIX, Hj212GatewayConfig, MqttConfig, load_config
-from ingest.http import OpsServer
-from ingest.pollutants import AMBIENT_FIELDS, STACK_FIELDS
+from aqpipe.config import CONFIG_ENV, ENV_PREFIX, Hj212GatewayConfig, MqttConfig, load_config
+from aqpipe.ops_http import OpsServer
+from aqpipe.pollutants import AMBIENT_FIELDS, STACK_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEPLOY = ROOT / "deploy"
@@ -527,7 +527,7 @@ def test_the_gateway_command_serves_metrics_healthz_and_readyz_on_its_metrics_po
     env = {**os.environ, "AQPIPE_HJ212_GATEWAY__METRICS_PORT": str(metrics_port),
            "AQPIPE_MQTT__PORT": str(_closed_port()), "AQPIPE_HJ212_GATEWAY__DRAIN_TIMEOUT_S": "0.5"}
     env.pop("AQPIPE_CONFIG", None)
-    proc = subprocess.Popen([sys.executable, "-m", "ingest.cli", "hj212-gateway", "--listen", f"127.0.0.1:{listen_port}"],
+    proc = subprocess.Popen([sys.executable, "-m", "aqpipe.cli", "hj212-gateway", "--listen", f"127.0.0.1:{listen_port}"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 15

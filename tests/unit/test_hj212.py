@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.decoders import hj212_cli
-from ingest.decoders.hj212 import (
+from aqpipe.decoders import hj212_cli
+from aqpipe.decoders.hj212 import (
     POLLUTANT_FIELDS,
     Frame,
     Hj212Error,
@@ -26,8 +26,8 @@ from ingest.decoders.hj212 import (
     reply_9014,
     split_frames,
 )
-from ingest.errors import Reason, RejectedReading
-from ingest.registry import Registry
+from aqpipe.errors import Reason, RejectedReading
+from aqpipe.registry import Registry
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "hj212"
 REGISTRY = Registry.load(DATA / "registry")

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.config import load_config
-from ingest.decoders.hj212 import build_frame, parse_frame
+from aqpipe.config import load_config
+from aqpipe.decoders.hj212 import build_frame, parse_frame
 from ingest.hj212_gateway import Accepted, FrameSplitter, Rejected, gateway_config, reply_for, split_listen
 
 MN = "91320500MA1X2Y3Z4W000001"

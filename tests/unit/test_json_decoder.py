@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.decode import MessageDecoder
-from ingest.errors import RejectedReading
-from ingest.reading import to_line
-from ingest.registry import Registry
-from ingest.validate import Validator
+from aqpipe.decode import MessageDecoder
+from aqpipe.errors import RejectedReading
+from aqpipe.reading import to_line
+from aqpipe.registry import Registry
+from aqpipe.validate import Validator
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "json"
 GOOD = sorted((DATA / "good").glob("*.json"))

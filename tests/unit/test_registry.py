@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.errors import ConfigError
-from ingest.registry import Registry
+from aqpipe.errors import ConfigError
+from aqpipe.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[2]
 

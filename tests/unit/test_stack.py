@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aggregator.stack import Limit, gb13271_table, hourly_record, limit_for, stack_hourly
-from ingest.registry import Outlet
+from aqpipe.registry import Outlet
 
 NAN = np.nan
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ingest import topics
-from ingest.config import Config
-from ingest.decoders import json as json_decoder
-from ingest.errors import Reason, RejectedReading
-from ingest.reading import Reading
-from ingest.registry import Registry
-from ingest.validate import Validator
+from aqpipe import topics
+from aqpipe.config import Config
+from aqpipe.decoders import json as json_decoder
+from aqpipe.errors import Reason, RejectedReading
+from aqpipe.reading import Reading
+from aqpipe.registry import Registry
+from aqpipe.validate import Validator
 
 
 class MessageDecoder:
@@ -33,7 +33,7 @@ class MessageDecoder:
         if len(payload) > self.max_payload_bytes:
             raise RejectedReading(Reason.OVERSIZE, f"{len(payload)} bytes > ingest.max_payload_bytes {self.max_payload_bytes}")
         if where.kind == "hj212":
-            from ingest.decoders import hj212
+            from aqpipe.decoders import hj212
 
             readings = hj212.decode(payload, where.identity, self.registry)
         else:

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 import urllib3
 
-from ingest.config import InfluxConfig
+from aqpipe.config import InfluxConfig
 
 # Statuses that say "these points are bad": isolate and dead-letter them. Anything else
 # (unreachable, 5xx, 429, and also 401/403/404 - wrong token or missing database, which

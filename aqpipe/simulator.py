@@ -20,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from ingest.mqtt import make_client
+from aqpipe.cliutil import AddCommon, load_or_exit, wait_for_signal
+from aqpipe.decoders.hj212 import build_frame
+from aqpipe.mqtt import make_client
 
 log = logging.getLogger("aqpipe.simulate")
 CST = timezone(timedelta(hours=8))
@@ -38,8 +40,6 @@ REF_O2_COAL = 9.0
 def hj212_minute_frame(mn: str, minute_start: datetime, rng: random.Random) -> str:
     """A 2051 minute-data frame as a coal-boiler data logger sends it: Avg/Min/Max,
     converted (Zs) values for the pollutants, a data flag per code."""
-    from ingest.decoders.hj212 import build_frame
-
     v = stack_values("coal", minute_start, rng)
     t = minute_start.astimezone(CST)
     factor = (21 - REF_O2_COAL) / (21 - v["o2"])
@@ -121,7 +121,7 @@ def ambient_message(st: Station, t: datetime, interval_s: int, rng: random.Rando
     return msg
 
 
-def register(sub: argparse._SubParsersAction, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
     p = sub.add_parser("simulate", help="publish a realistic station feed over MQTT",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p)
@@ -135,8 +135,6 @@ def register(sub: argparse._SubParsersAction, add_common: Callable[[argparse.Arg
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from ingest.cli import load_or_exit, wait_for_signal
-
     cfg = load_or_exit(args.config)
     stop = wait_for_signal()
     rng = random.Random(args.seed)

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from ingest.errors import Reason, RejectedReading
-from ingest.reading import Reading
-from ingest.registry import Registry
+from aqpipe.errors import Reason, RejectedReading
+from aqpipe.reading import Reading
+from aqpipe.registry import Registry
 
 # --------------------------------------------------------------------------- tables
 

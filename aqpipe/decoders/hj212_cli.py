@@ -1,7 +1,7 @@
 """`aqpipe hj212 decode [FILE]`: decode HJ 212 frames, one JSON line per input line.
 
 For operators looking at a captured frame ("why was this dead-lettered?") and
-for scripts. Wired into the `aqpipe` CLI by `ingest.cli` through `register`.
+for scripts. Wired into the `aqpipe` CLI by `aqpipe.cli` through `register`.
 The access password (PW) is never printed.
 """
 
@@ -13,7 +13,7 @@ import math
 import sys
 from typing import IO, Any
 
-from ingest.decoders.hj212 import POLLUTANT_FIELDS, Frame, Hj212Error, parse_frame
+from aqpipe.decoders.hj212 import POLLUTANT_FIELDS, Frame, Hj212Error, parse_frame
 
 _DESCRIPTION = """\
 Decode HJ 212-2017 frames, one frame per line, from FILE (or standard input when
@@ -100,7 +100,7 @@ def _json_value(value: float | str) -> float | str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry, same arguments as `aqpipe`: `python -m ingest.decoders.hj212_cli hj212 decode FILE`."""
+    """Stand-alone entry, same arguments as `aqpipe`: `python -m aqpipe.decoders.hj212_cli hj212 decode FILE`."""
     parser = argparse.ArgumentParser(prog="aqpipe")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)

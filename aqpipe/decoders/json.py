@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ingest.errors import Reason, RejectedReading
-from ingest.pollutants import FIELDS, UnitError, conversion_factor
-from ingest.reading import IDENTITY_TAG, Reading
+from aqpipe.errors import Reason, RejectedReading
+from aqpipe.pollutants import FIELDS, UnitError, conversion_factor
+from aqpipe.reading import IDENTITY_TAG, Reading
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)

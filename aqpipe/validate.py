@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from ingest.errors import Reason, RejectedReading
-from ingest.pollutants import FIELDS, NEGATIVE_NOISE, NON_NEGATIVE
-from ingest.reading import Reading
+from aqpipe.errors import Reason, RejectedReading
+from aqpipe.pollutants import FIELDS, NEGATIVE_NOISE, NON_NEGATIVE
+from aqpipe.reading import Reading
 
 NS = 1_000_000_000
 # HJ 212 data flags (hj212.md); anything else is a schema error.

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ingest.errors import ConfigError
+from aqpipe.errors import ConfigError
 
 Fuel = Literal["coal", "oil", "gas"]
 BoilerTable = Literal["in_service", "new", "special"]

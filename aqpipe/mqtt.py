@@ -13,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.config import MqttConfig
+from aqpipe.config import MqttConfig
 
 
 def make_client(cfg: MqttConfig, client_id: str | None = None, manual_ack: bool = False) -> paho.Client:

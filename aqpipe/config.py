@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from ingest.errors import ConfigError
+from aqpipe.errors import ConfigError
 
 ENV_PREFIX = "AQPIPE_"
 CONFIG_ENV = "AQPIPE_CONFIG"
