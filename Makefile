@@ -43,7 +43,7 @@ servers-up: deps
 	$(PYTHON) scripts/servers.py up --dir $(RUN_DIR) mosquitto influxdb
 
 servers-down:
-	$(PYTHON) scripts/servers.py down --dir $(RUN_DIR) mosquitto influxdb alertmanager victoriametrics
+	$(PYTHON) scripts/servers.py down --dir $(RUN_DIR) mosquitto influxdb alertmanager victoriametrics prometheus postgresql
 
 clean: servers-down
 	rm -rf $(RUN_DIR) data .pytest_cache

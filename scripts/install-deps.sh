@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Install what aqpipe needs on a Debian machine (as root): the servers it talks to
+# (Mosquitto, InfluxDB, Alertmanager, VictoriaMetrics, Prometheus, PostgreSQL), the
+# browser its page tests drive (Chromium)
 # (started later by scripts/servers.py with their own config, never as system services)
 # and Python's venv. Idempotent: installs only what is missing.
 set -euo pipefail
@@ -11,6 +13,10 @@ have_cmd mosquitto_pub /usr/bin/mosquitto_pub || need+=(mosquitto-clients)
 have_cmd influxd /usr/bin/influxd || need+=(influxdb)
 have_cmd prometheus-alertmanager /usr/bin/prometheus-alertmanager || need+=(prometheus-alertmanager)
 have_cmd victoria-metrics /usr/bin/victoria-metrics || need+=(victoria-metrics)
+have_cmd promtool /usr/bin/promtool || need+=(prometheus)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+have_cmd chromium /usr/bin/chromium || need+=(chromium)
+have_cmd chromedriver /usr/bin/chromedriver || need+=(chromium-driver)
 have_cmd curl /usr/bin/curl || need+=(curl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
@@ -30,4 +36,4 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
   if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi
 fi
-echo "system dependencies: ok (mosquitto, influxdb, prometheus-alertmanager, victoria-metrics, python3-venv)"
+echo "system dependencies: ok (mosquitto, influxdb, prometheus-alertmanager, victoria-metrics, prometheus, postgresql, chromium, python3-venv)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Start and stop the real servers aqpipe talks to, on loopback, with their own config
 and data under one directory: Mosquitto, InfluxDB 1.x, Alertmanager, VictoriaMetrics
-(an independent implementation of InfluxDB's /api/v2/write, for the v2 write path).
+(an independent implementation of InfluxDB's /api/v2/write, for the v2 write path),
+Prometheus and PostgreSQL (run as the `postgres` user: it refuses root).
 
 Used by `make run` (default ports) and by the test suite (free ports, temp dirs).
 Standard library only: it runs before the virtualenv exists.
@@ -30,10 +31,14 @@ BINARIES = {
     "influxdb": ["/usr/bin/influxd", "influxd"],
     "alertmanager": ["/usr/bin/prometheus-alertmanager", "alertmanager"],
     "victoriametrics": ["/usr/bin/victoria-metrics", "victoria-metrics"],
+    "prometheus": ["/usr/bin/prometheus", "prometheus"],
+    "postgresql": [str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), reverse=True)] + ["postgres"],
 }
-DEFAULT_PORTS = {"mosquitto": 1883, "influxdb": 8086, "alertmanager": 9093, "victoriametrics": 8428}
+DEFAULT_PORTS = {"mosquitto": 1883, "influxdb": 8086, "alertmanager": 9093, "victoriametrics": 8428,
+                 "prometheus": 9090, "postgresql": 5432}
 DEBIAN_PACKAGE = {"mosquitto": "mosquitto", "influxdb": "influxdb", "alertmanager": "prometheus-alertmanager",
-                  "victoriametrics": "victoria-metrics"}
+                  "victoriametrics": "victoria-metrics", "prometheus": "prometheus", "postgresql": "postgresql"}
+PG_USER = "postgres"  # the account Debian's postgresql package creates; PostgreSQL refuses to run as root
 
 
 class ServerError(RuntimeError):
@@ -119,6 +124,53 @@ receivers:
 """
 
 
+def prometheus_conf() -> str:
+    return """\
+global:
+  scrape_interval: 15s
+scrape_configs: []
+"""
+
+
+def _as_postgres() -> dict:
+    """subprocess arguments that run a command as the postgres user when we are root."""
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+
+    pw = pwd.getpwnam(PG_USER)
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [],
+            "env": {**os.environ, "HOME": pw.pw_dir}}
+
+
+def _postgres_datadir(d: Path) -> Path:
+    """initdb once (as postgres) and return the data directory; trust auth on loopback.
+
+    As root, the data lives in a directory of its own owned by postgres (recorded in
+    d/pgdata.path), because d may sit in a tree postgres cannot enter (pytest's and
+    mkdtemp's directories are 0700 root)."""
+    record = d / "pgdata.path"
+    if record.exists() and (Path(record.read_text().strip()) / "PG_VERSION").exists():
+        return Path(record.read_text().strip())
+    if os.geteuid() == 0:
+        import pwd
+        import tempfile
+
+        pw = pwd.getpwnam(PG_USER)
+        data = Path(tempfile.mkdtemp(prefix="aqpipe-postgresql-"))
+        os.chown(data, pw.pw_uid, pw.pw_gid)
+    else:
+        data = d / "data"
+        data.mkdir(parents=True, exist_ok=True)
+    initdb = Path(binary("postgresql")).with_name("initdb")
+    done = subprocess.run([str(initdb), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                           "--locale=C.UTF-8", "--no-sync"], capture_output=True, text=True, **_as_postgres())
+    if done.returncode != 0:
+        raise ServerError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
+    record.write_text(str(data))
+    return data
+
+
 @dataclass
 class Server:
     name: str
@@ -126,7 +178,7 @@ class Server:
     directory: Path
     pid: int | None = None
     auth: tuple[Path, Path] | None = None  # mosquitto: (password file, ACL file)
-    config_file: Path | None = None  # alertmanager: use this routing config instead of the minimal one
+    config_file: Path | None = None  # alertmanager / prometheus: use this config instead of the minimal one
 
     @property
     def url(self) -> str:
@@ -152,12 +204,28 @@ class Server:
         if self.name == "victoriametrics":
             return [exe, f"-storageDataPath={d}/data", f"-httpListenAddr=127.0.0.1:{self.port}",
                     "-loggerLevel=ERROR", "-search.latencyOffset=0s", "-retentionPeriod=100y"]
+        if self.name == "prometheus":
+            config = self.config_file or d / "prometheus.yml"
+            if self.config_file is None:
+                config.write_text(prometheus_conf())
+            return [exe, f"--config.file={config}", f"--storage.tsdb.path={d}/data",
+                    f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle", "--log.level=warn"]
+        if self.name == "postgresql":
+            data = _postgres_datadir(d)
+            return [exe, "-D", str(data), "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
+                    "-c", f"unix_socket_directories={data}", "-c", "fsync=off", "-c", "max_connections=200"]
         raise ServerError(f"unknown server {self.name}")
+
+    @property
+    def database_url(self) -> str:
+        """postgresql: a SQLAlchemy URL for the superuser's database (trust auth on loopback)."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self, timeout: float = 30.0) -> "Server":
         cmd = self.command()
         log = open(self.directory / f"{self.name}.out", "ab")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        as_user = _as_postgres() if self.name == "postgresql" else {}
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **as_user)
         self.pid = proc.pid
         (self.directory / f"{self.name}.pid").write_text(str(proc.pid))
         deadline = time.monotonic() + timeout
@@ -176,7 +244,12 @@ class Server:
                 return True
             except OSError:
                 return False
-        path = {"influxdb": "/ping", "alertmanager": "/-/ready", "victoriametrics": "/health"}[self.name]
+        if self.name == "postgresql":
+            isready = Path(binary("postgresql")).with_name("pg_isready")
+            return subprocess.run([str(isready), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                                  capture_output=True).returncode == 0
+        path = {"influxdb": "/ping", "alertmanager": "/-/ready", "victoriametrics": "/health",
+                "prometheus": "/-/ready"}[self.name]
         try:
             with urllib.request.urlopen(self.url + path, timeout=1) as r:
                 return r.status < 300
