@@ -131,6 +131,27 @@ class Hj212GatewayConfig(_Section):
     metrics_port: int = Field(9109, ge=0, le=65535)  # /metrics on metrics.host; 0 = off
 
 
+class AlertsConfig(_Section):
+    """[alerts]: the exceedance-alert service (alerts/README.md)."""
+
+    client_id: str = "aqpipe-alerts"  # its own persistent MQTT session
+    alertmanager_url: str | None = None  # e.g. http://127.0.0.1:9093; none = the Alertmanager channel is off
+    case_url_template: str = "http://127.0.0.1:9120/cases/{case_id}"
+
+
+class CasesConfig(_Section):
+    """[cases]: the enforcement-case database shared by `aqpipe alerts` and `aqpipe web`."""
+
+    database_url: str | None = None  # default: sqlite file DATA_DIR/cases.sqlite; postgresql://... for a bureau
+
+
+class WebConfig(_Section):
+    """[web]: `aqpipe web`, the inspectors' case desk, the JSON API and the public pages."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9120, ge=1, le=65535)
+
+
 class Config(_Section):
     data_dir: Path = Path("./data")
     registry_dir: Path | None = None  # stations.toml / outlets.toml; default: beside the config file
@@ -141,6 +162,9 @@ class Config(_Section):
     spool: SpoolConfig = SpoolConfig()
     aggregator: AggregatorConfig = AggregatorConfig()
     hj212_gateway: Hj212GatewayConfig = Hj212GatewayConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    cases: CasesConfig = CasesConfig()
+    web: WebConfig = WebConfig()
     source: Path | None = None  # the file this was read from, if any
 
     @property
