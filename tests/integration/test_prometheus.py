@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -78,3 +79,146 @@ def test_promtool_runs_the_rules_unit_tests_and_they_pass():
     r = _promtool("test", "rules", str(RULE_TESTS))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS" in r.stdout + r.stderr
+
+
+# --------------------------------------------------------------------------- a real Prometheus
+
+TEST_FOR = "2s"  # the shipped `for:` (AqpipeSpoolFull: 1m) would make the test wait a minute
+
+
+def rules_with_short_for(text: str, duration: str = TEST_FOR) -> str:
+    """The shipped rules, every `for:` shortened: the expressions, labels and annotations
+    Prometheus evaluates are the shipped ones, not a hand-written copy."""
+    shortened, n = re.subn(r"^(\s+for:\s*)\S+\s*$", rf"\g<1>{duration}", text, flags=re.M)
+    assert n == text.count("for:") > 0, "every `for:` line found and shortened"
+    return shortened
+
+
+def test_rules_with_short_for_changes_only_the_durations():
+    original = RULES.read_text()
+    short = rules_with_short_for(original)
+    assert short.count(f"for: {TEST_FOR}\n") == original.count("for:")
+    assert re.sub(r"for: \S+", "for:", short) == re.sub(r"for: \S+", "for:", original)
+
+
+def _prometheus_config(target: str, rules: Path) -> str:
+    """Shipped scrape job for ingest (`aqpipe run` serves ingest's endpoint), aimed at the test's process."""
+    job = next(j["job_name"] for j in load_yaml(CONFIG)["scrape_configs"]
+               if j["static_configs"][0]["targets"][0].endswith(":9108"))
+    return f"""\
+global:
+  scrape_interval: 500ms
+  evaluation_interval: 500ms
+rule_files:
+  - {rules}
+scrape_configs:
+  - job_name: {job}
+    static_configs:
+      - targets: ["{target}"]
+"""
+
+
+def _api(prom: servers.Server, path: str, **params: str) -> list | dict:
+    url = f"{prom.url}/api/v1/{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+    with urllib.request.urlopen(url, timeout=5) as r:
+        doc = json.load(r)
+    assert doc["status"] == "success", doc
+    return doc["data"]
+
+
+def _alerts(prom: servers.Server, name: str) -> list[dict]:
+    return [a for a in _api(prom, "alerts")["alerts"] if a["labels"]["alertname"] == name]
+
+
+def _metrics(port: int) -> str:
+    try:
+        return http_get(f"http://127.0.0.1:{port}/metrics")
+    except OSError:
+        return ""
+
+
+@pytest.fixture
+def own_influxdb(tmp_path) -> Iterator[servers.Server]:
+    """An InfluxDB of this test's own: it is stopped to make ingest spool."""
+    server = servers.Server("influxdb", servers.free_port(), tmp_path / "influxdb").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aqpipe_run(mosquitto, own_influxdb, tmp_path, unique) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`aqpipe run` (ingest + aggregator) as a process, metrics on a free port, a 1 KiB spool."""
+    port = servers.free_port()
+    env = {**os.environ, "AQPIPE_MQTT__PORT": str(mosquitto.port), "AQPIPE_MQTT__CLIENT_ID": f"aqpipe-ingest-{unique}",
+           "AQPIPE_AGGREGATOR__CLIENT_ID": f"aqpipe-aggregator-{unique}", "AQPIPE_INFLUX__URL": own_influxdb.url,
+           "AQPIPE_INFLUX__DATABASE": "aq", "AQPIPE_INFLUX__FLUSH_INTERVAL_S": "0.05",
+           "AQPIPE_DATA_DIR": str(tmp_path / "data"), "AQPIPE_METRICS__PORT": str(port),
+           "AQPIPE_SPOOL__MAX_BYTES": "1024", "AQPIPE_REGISTRY_DIR": str(ROOT / "deploy" / "config")}
+    env.pop("AQPIPE_CONFIG", None)
+    log = tmp_path / "aqpipe-run.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([AQPIPE, "run"], env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_until(lambda: "aqpipe_mqtt_connected 1.0" in _metrics(port) or proc.poll() is not None, timeout=20)
+        assert proc.poll() is None, log.read_text()
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@pytest.fixture
+def prometheus(aqpipe_run, tmp_path) -> Iterator[servers.Server]:
+    _, port = aqpipe_run
+    rules = tmp_path / "aqpipe-rules.yml"
+    rules.write_text(rules_with_short_for(RULES.read_text()))
+    config = tmp_path / "prometheus.yml"
+    config.write_text(_prometheus_config(f"127.0.0.1:{port}", rules))
+    server = servers.Server("prometheus", servers.free_port(), tmp_path / "prometheus", config_file=config).start()
+    yield server
+    server.stop()
+
+
+def test_prometheus_scraping_aqpipe_run_fires_spool_full_when_the_spool_fills(
+        aqpipe_run, prometheus, own_influxdb, publisher, unique):
+    proc, port = aqpipe_run
+    instance = f"127.0.0.1:{port}"
+
+    def scraped_spool_full() -> list[str]:
+        result = _api(prometheus, "query", query=f'aqpipe_spool_full{{instance="{instance}"}}')["result"]
+        return [r["value"][1] for r in result]
+
+    # the shipped rules are loaded, the target is scraped, and nothing fires yet
+    loaded = {r["name"]: r for g in _api(prometheus, "rules")["groups"] for r in g["rules"]}
+    assert set(loaded) == set(_alert_names()) and loaded["AqpipeSpoolFull"]["duration"] == 2
+    assert wait_until(scraped_spool_full, timeout=20) == ["0"]
+    assert _alerts(prometheus, "AqpipeSpoolFull") == []
+
+    own_influxdb.stop()
+    station = f"{unique}-prom"
+    t0 = datetime.now(CST).replace(second=0, microsecond=0) - timedelta(hours=2)
+    published = 0
+    deadline = time.monotonic() + 30
+    while metric_value(_metrics(port), "aqpipe_spool_full") != 1:
+        assert time.monotonic() < deadline and proc.poll() is None, f"spool not full after {published} messages"
+        readings = [{"time": (t0 + timedelta(minutes=published * 20 + i)).isoformat(), "values": {"pm25": 10.0 + i}}
+                    for i in range(20)]  # ~1.2 KB of line protocol: more than the spool's 1 KiB
+        publisher(f"aq/v1/ambient/{station}", {"station": station, "readings": readings})
+        published += 1
+        wait_until(lambda: metric_value(_metrics(port), "aqpipe_spool_full") == 1 or
+                   metric_value(_metrics(port), "aqpipe_received_messages_total", 'kind="ambient"') >= published)
+
+    firing = wait_until(lambda: [a for a in _alerts(prometheus, "AqpipeSpoolFull") if a["state"] == "firing"], timeout=30)
+    assert [a["labels"] for a in firing] == [{"alertname": "AqpipeSpoolFull", "job": "aqpipe-ingest", "instance": instance,
+                                              "severity": "critical", "team": "operations"}]
+    assert firing[0]["annotations"]["summary"].startswith(f"ingest on {instance}: spool full")
+
+    # InfluxDB back: the spool drains and the alert resolves
+    own_influxdb.start()
+    wait_until(lambda: scraped_spool_full() == ["0"], timeout=30)
+    wait_until(lambda: _alerts(prometheus, "AqpipeSpoolFull") == [], timeout=10)
