@@ -1,19 +1,22 @@
-"""What Grafana sends to InfluxDB for a dashboard's InfluxQL targets: its template variables,
-$timeFilter and $__interval substituted as Grafana's InfluxDB data source does, so the tests
-can run the dashboards' queries on the real InfluxDB without a Grafana.
+"""What Grafana sends to InfluxDB (InfluxQL targets) and Prometheus (PromQL targets) for a
+dashboard: its template variables, $timeFilter, $__interval and $__rate_interval substituted
+as Grafana's data sources do, so the tests can run the dashboards' queries on the real
+servers without a Grafana.
 
 Variable syntaxes: $var, ${var}, ${var:format}, [[var]]. A multi-value or include-all
 variable becomes a regex alternation of its values, `(a|b)`, each regex-escaped (Grafana's
-default for InfluxQL, used inside /^$var$/); a single-value variable is its value as is.
+default, used inside /^$var$/ in InfluxQL and =~"$var" in PromQL, where the escape's backslash
+is itself escaped in the string literal); a single-value variable is its value as is.
 Relative time ranges become `time >= now() - 24h` (Grafana's $timeFilter when the range
 ends at now). $__interval is the range over max data points, rounded with Grafana's
-table, never under the data source's min interval (`timeInterval`).
+table, never under the data source's min interval (`timeInterval`); $__rate_interval is
+max($__interval + scrape interval, 4 x scrape interval).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)(?::(\w+))?\}|\[\[(\w+)(?::(\w+))?\]\]")
@@ -53,6 +56,11 @@ def influxql_targets(dash: dict, name: str) -> list[Target]:
             for p in _panels(dash) for t in p.get("targets", []) if t["datasource"]["type"] == "influxdb"]
 
 
+def promql_targets(dash: dict, name: str) -> list[Target]:
+    return [Target(name, p["title"], t["refId"], t["expr"], p.get("interval"))
+            for p in _panels(dash) for t in p.get("targets", []) if t["datasource"]["type"] == "prometheus"]
+
+
 def expression_targets(dash: dict) -> list[tuple[str, str, set[str]]]:
     """Server-side expressions: (panel title, expression, refIds of the panel's other targets)."""
     out = []
@@ -64,9 +72,9 @@ def expression_targets(dash: dict) -> list[tuple[str, str, set[str]]]:
     return out
 
 
-def query_variables(dash: dict) -> list[dict]:
-    """Template variables whose values come from an InfluxQL query, in dashboard order."""
-    return [v for v in dash["templating"]["list"] if v["type"] == "query" and v["datasource"]["type"] == "influxdb"]
+def query_variables(dash: dict, datasource: str = "influxdb") -> list[dict]:
+    """Template variables whose values come from a query to this type of data source, in dashboard order."""
+    return [v for v in dash["templating"]["list"] if v["type"] == "query" and v["datasource"]["type"] == datasource]
 
 
 def _seconds(duration: str) -> int:
@@ -93,12 +101,22 @@ def interval(time_range: Mapping[str, str], min_interval: str, max_data_points: 
     return rounded if rounded_ms >= _seconds(min_interval) * 1000 else min_interval
 
 
+def rate_interval(interval_: str, scrape_interval: str) -> str:
+    return f"{max(_seconds(interval_) + _seconds(scrape_interval), 4 * _seconds(scrape_interval))}s"
+
+
 def regex_escape(value: str) -> str:
+    """For a regex literal /.../ (InfluxQL)."""
     return re.sub(r"[\\^$*+?.()|\[\]{}/]", lambda m: "\\" + m.group(0), value)
 
 
+def promql_regex_escape(value: str) -> str:
+    """For a regex inside a PromQL double-quoted string: the backslash doubled."""
+    return re.sub(r"[\\^$*+?.()|\[\]{}]", lambda m: "\\\\" + m.group(0), value)
+
+
 def interpolate(query: str, variables: Mapping[str, dict], values: Mapping[str, Sequence[str]],
-                builtins: Mapping[str, str]) -> str:
+                builtins: Mapping[str, str], escape: Callable[[str], str] = regex_escape) -> str:
     """The query with every variable replaced; `values` holds the selected values per variable."""
     def replace(m: re.Match) -> str:
         name = m.group(1) or m.group(2) or m.group(4)
@@ -114,7 +132,7 @@ def interpolate(query: str, variables: Mapping[str, dict], values: Mapping[str, 
         if fmt == "raw" or not (var.get("multi") or var.get("includeAll")):
             assert len(chosen) == 1, f"{name} takes one value: {chosen}"
             return chosen[0]
-        escaped = [regex_escape(v) for v in chosen]
+        escaped = [escape(v) for v in chosen]
         return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
 
     return _VARIABLE.sub(replace, query)

@@ -36,3 +36,13 @@ def test_time_filter_and_interval_follow_the_dashboard_range_and_the_min_interva
     assert grafana.interval({"from": "now-7d", "to": "now"}, "1m") == "10m"  # 604.8 s
     assert grafana.interval({"from": "now-1h", "to": "now"}, "1m") == "1m"  # 3.6 s, raised to the min interval
     assert grafana.interval({"from": "now-2d", "to": "now"}, "5m") == "5m"
+
+
+def test_promql_gets_its_regex_escapes_doubled_inside_the_string_and_a_rate_interval():
+    variables = {"instance": {"name": "instance", "multi": True, "includeAll": True}}
+    q = grafana.interpolate('up{instance=~"$instance"}[$__rate_interval]', variables,
+                            {"instance": ["127.0.0.1:9108", "b:1"]}, {"__rate_interval": "1m"},
+                            escape=grafana.promql_regex_escape)
+    assert q == 'up{instance=~"(127\\\\.0\\\\.0\\\\.1:9108|b:1)"}[1m]'
+    assert grafana.rate_interval("20s", "15s") == "60s"  # 4 x scrape interval
+    assert grafana.rate_interval("2m", "15s") == "135s"  # interval + scrape interval
