@@ -145,6 +145,16 @@ def _metrics(port: int) -> str:
         return ""
 
 
+def _readyz(port: int) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
 @pytest.fixture
 def own_influxdb(tmp_path) -> Iterator[servers.Server]:
     """An InfluxDB of this test's own: it is stopped to make ingest spool."""
@@ -167,7 +177,8 @@ def aqpipe_run(mosquitto, own_influxdb, tmp_path, unique) -> Iterator[tuple[subp
     with open(log, "wb") as err:
         proc = subprocess.Popen([AQPIPE, "run"], env=env, stdout=subprocess.DEVNULL, stderr=err)
     try:
-        wait_until(lambda: "aqpipe_mqtt_connected 1.0" in _metrics(port) or proc.poll() is not None, timeout=20)
+        # /readyz is 200 once ingest and the aggregator have their SUBACKs: nothing published misses them
+        wait_until(lambda: _readyz(port) == 200 or proc.poll() is not None, timeout=20)
         assert proc.poll() is None, log.read_text()
         yield proc, port
     finally:
