@@ -172,7 +172,8 @@ def _schema(fed: Fed, measurement: str) -> tuple[set[str], set[str]]:
 # --------------------------------------------------------------------------- what a query names
 
 _SELECT = re.compile(r'SELECT (?P<select>.+?) FROM "(?P<measurement>\w+)"(?: WHERE (?P<where>.+?))?'
-                     r'(?: GROUP BY (?P<group>.+?))?(?: ORDER BY time (?:ASC|DESC))?(?: LIMIT \d+)?$', re.S)
+                     r"(?: GROUP BY (?P<group>.+?))?(?: ORDER BY time (?:ASC|DESC))?(?: LIMIT \d+)?(?: tz\('(?P<tz>[\w/]+)'\))?$",
+                     re.S)
 _SHOW = re.compile(r'SHOW TAG VALUES FROM "(?P<measurement>\w+)" WITH KEY = "(?P<key>\w+)"$')
 
 
@@ -282,6 +283,9 @@ def test_every_influxql_target_returns_data_for_each_selected_station_outlet_and
         expected = {()}
         for name in keys:
             expected = {e + (v,) for e in expected for v in selected[name]}
+        if re.search(r"GROUP BY time\(\d+d\)", q):  # days are China days (UTC+8), as the bureau counts them
+            starts = {row[0] // 1000 for s in with_data for row in s["values"]}
+            assert all((t + 8 * HOUR) % 86400 == 0 for t in starts), f"day buckets not at China midnight: {where}"
         empty = [s["tags"] for s in with_data if not all((s.get("tags") or {}).get(tag) for tag in grouped)]
         assert not empty, f"series keyed by a tag the data does not carry {empty}: {where}"
         got = {tuple(s["tags"][tag_of[name]] for name in keys) for s in with_data}
