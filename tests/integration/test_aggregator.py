@@ -470,3 +470,29 @@ def test_an_hour_written_incomplete_during_an_influxdb_outage_converges_when_the
     records = [r for t, r in derived if t == f"aq/v1/derived/aqi/{station}" and r["period"] == "hour"
                and r["standard"] == "cn-2026" and r["time"] == datetime.fromtimestamp(hour_end, CST).isoformat()]
     assert [r["complete"] for r in records][-1] is True and False in [r["complete"] for r in records]
+
+
+def test_a_span_influxdb_answers_only_partially_is_fetched_in_pages(tmp_path, monkeypatch):
+    """InfluxDB cuts an answer at its max-row-limit and says `"partial": true`: the reader
+    raises rather than return a cut answer, and the aggregator asks again in halves."""
+    from aggregator.source import fetch
+    from aqpipe.influx import PartialResultError
+
+    monkeypatch.setenv("INFLUXDB_HTTP_MAX_ROW_LIMIT", "50")  # influxd reads its config from the environment too
+    ix = servers.Server("influxdb", servers.free_port(), tmp_path / "influxdb").start()
+    monkeypatch.delenv("INFLUXDB_HTTP_MAX_ROW_LIMIT")
+    try:
+        q = InfluxQL(ix.url, "aq")
+        q.execute('CREATE DATABASE "aq"')
+        day0 = _day0(3)
+        times = list(range(day0 + 300, day0 + 86400 + 1, 300))  # 288 readings: more than 50
+        writer = make_writer(Config.model_validate({"influx": {"url": ix.url, "database": "aq"}}).influx)
+        writer.write([_line("p1", t, {"pm25": float(k)}) for k, t in enumerate(times)])
+        writer.close()
+        with pytest.raises(PartialResultError):
+            q.rows(f"SELECT pm25 FROM ambient WHERE time > {day0 * 10**9} AND time <= {(day0 + 86400) * 10**9}")
+        series = fetch(q, "ambient", ["p1"], day0, day0 + 86400)
+        assert (series.time_ns // 10**9).tolist() == times
+        assert series.values["pm25"].tolist() == [float(k) for k in range(len(times))]
+    finally:
+        ix.stop()
