@@ -30,7 +30,7 @@ from aggregator.source import NS, fetch, identities
 from aggregator.state import AggregatorState
 from aqpipe.config import Config
 from aqpipe.decoders.touches import Touch, touches
-from aqpipe.errors import RejectedReading
+from aqpipe.errors import Reason, RejectedReading
 from aqpipe.influx import InfluxQL, QueryError, WriteError, make_writer
 from aqpipe.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
 from aqpipe.reading import IDENTITY_TAG
@@ -110,26 +110,23 @@ class AggregatorService:
         self.received += 1
         token = (self._generation, msg.mid, msg.qos)
         try:
-            touched = touches(msg.topic, msg.payload, self.cfg.mqtt.topic_prefix, self.registry,
-                              self.cfg.ingest.max_payload_bytes)
+            marks = self._marks(touches(msg.topic, msg.payload, self.cfg.mqtt.topic_prefix, self.registry,
+                                        self.cfg.ingest.max_payload_bytes))
         except RejectedReading:
-            touched = []
-        marks = self._marks(touched)
-        if marks is None:
             self.rejected += 1  # ingest dead-letters it; nothing for us to compute
             marks = {}
         self._queue.put((marks, token))
 
-    def _marks(self, touched: list[Touch]) -> dict[InputKey, Marks] | None:
-        """Per input hour, the reading times and fields to wait for; None if ingest rejects the message."""
+    def _marks(self, touched: list[Touch]) -> dict[InputKey, Marks]:
+        """Per input hour, the reading times and fields to wait for."""
         if not touched:
-            return None
+            return {}  # e.g. an HJ 212 command that carries no data
         now_ns = time.time_ns()
         # Ingest's time window (aqpipe.validate) rejects the whole message: so do we.
         if max(t.time_ns for t in touched) > now_ns + int(self.cfg.ingest.future_tolerance_s * NS):
-            return None
+            raise RejectedReading(Reason.FUTURE, "a reading beyond ingest.future_tolerance_s")
         if min(t.time_ns for t in touched) < now_ns - int(self.cfg.ingest.retention_days * DAY * NS):
-            return None
+            raise RejectedReading(Reason.TOO_OLD, "a reading beyond ingest.retention_days")
         oldest_ns = int((self.clock() - self.acfg.lateness_hours * HOUR) * NS)
         seen: dict[InputKey, Marks] = {}
         for t in touched:
@@ -259,8 +256,8 @@ class AggregatorService:
     def _expire(self, now: float) -> None:
         """Past `lateness_hours` nothing is recomputed: stop waiting for readings that never landed."""
         self._last_expiry = now
-        oldest = hour_of_ns(int((now - self.acfg.lateness_hours * HOUR) * NS))
-        for out in self.state.expire(oldest, closes_at):
+        oldest = now - self.acfg.lateness_hours * HOUR
+        for out in self.state.expire(oldest, closes_at, lambda key: max(closes_at(o) for o in affected(key))):
             log.warning("event=rollup_left_incomplete kind=%s identity=%s period=%s time=%d "
                         "(readings seen on MQTT never reached InfluxDB within lateness_hours)",
                         out.kind, out.identity, out.period, out.time)

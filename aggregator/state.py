@@ -222,12 +222,16 @@ class AggregatorState:
                 if k in self.incomplete:
                     self.recheck_at[k] = when
 
-    def expire(self, oldest_hour: int, closes_at: Callable[[OutputKey], float]) -> list[OutputKey]:
-        """Forget seen readings of hours ending before `oldest_hour` and stop re-checking
-        outputs whose period closed before it; returns the outputs left incomplete."""
+    def expire(self, oldest: float, closes_at: Callable[[OutputKey], float],
+               last_use: Callable[[InputKey], float]) -> list[OutputKey]:
+        """Stop re-checking outputs whose period closed before `oldest` and forget seen
+        readings no output still re-checked depends on (`last_use`: when the last output
+        using them closes); returns the outputs left incomplete."""
         with self._lock:
-            old_seen = [k for k in self.seen if k.hour < oldest_hour]
-            old_outs = [k for k in self.incomplete if closes_at(k) < oldest_hour]
+            old_outs = [k for k in self.incomplete if closes_at(k) < oldest]
+            # Not before: an input forgotten while an output using it is re-checked would
+            # look found, and that output would be rewritten complete=true without it.
+            old_seen = [k for k in self.seen if last_use(k) < oldest]
             if not old_seen and not old_outs:
                 return []
             doc: dict = {}

@@ -88,7 +88,12 @@ def test_past_the_lateness_readings_are_no_longer_waited_for_nor_rollups_recheck
     state = AggregatorState(tmp_path)
     old, new = InputKey("ambient", "s", DAY0 + HOUR), InputKey("ambient", "s", DAY0 + 5 * HOUR)
     out = OutputKey("ambient", "s", "hour", DAY0 + HOUR)
+    later = OutputKey("ambient", "s", "hour", DAY0 + 3 * HOUR)
     state.mark({old: {60: 1}, new: {60: 1}}, [])
-    state.done({}, {out: 1}, 0.0)
-    left = state.expire(DAY0 + 2 * HOUR, lambda k: k.time)
-    assert left == [out] and old not in state.seen and new in state.seen and not state.incomplete
+    state.done({}, {out: 1, later: 1}, 0.0)
+    last_use = {old: DAY0 + 3 * HOUR, new: DAY0 + 5 * HOUR}  # when the last rollup using each closes
+    left = state.expire(DAY0 + 2 * HOUR, lambda k: k.time, last_use.__getitem__)
+    # `later` is still re-checked, so the readings it waits for are not forgotten yet
+    assert left == [out] and old in state.seen and state.incomplete == {later: 1}
+    assert state.expire(DAY0 + 4 * HOUR, lambda k: k.time, last_use.__getitem__) == [later]
+    assert old not in state.seen and new in state.seen and not state.incomplete
