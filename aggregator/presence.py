@@ -13,6 +13,8 @@ reading with none of them (meteorology only) is not waited for.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from aggregator.keys import HOUR, InputKey
@@ -28,7 +30,8 @@ _BIT = {kind: {name: 1 << i for i, name in enumerate(names)} for kind, names in 
 Marks = dict[int, int]  # ns offset of a reading time into its hour -> mask of fields seen
 
 
-def mask_of(kind: str, fields: frozenset[str] | set[str]) -> int:
+@lru_cache(maxsize=4096)  # a station sends the same few field sets over and over
+def mask_of(kind: str, fields: frozenset[str]) -> int:
     """Mask of the tracked fields among `fields` (0: nothing a rollup reads)."""
     bits = _BIT[kind]
     mask = 0

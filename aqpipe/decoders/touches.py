@@ -15,8 +15,8 @@ is not a message ingest could store raises `RejectedReading`, and nothing else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
 import pydantic_core
 
@@ -30,11 +30,15 @@ from aqpipe.registry import Registry
 
 _EPOCH_US = timedelta(microseconds=1)
 _STATUSES = frozenset({"running", "stopped", "startup", "shutdown"})
+_KNOWN = {measurement: frozenset(names) for measurement, names in FIELDS.items()}
+_NS = 1_000_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Touch:
-    """One reading a message carries: where it would be stored and which fields it sets."""
+class Touch(NamedTuple):
+    """One reading a message carries: where it would be stored and which fields it sets.
+
+    A NamedTuple, not a dataclass: one is made per reading on the aggregator's MQTT thread.
+    """
 
     measurement: str  # ambient | stack
     identity: str  # station or outlet (for HJ 212: from the registry, by MN)
@@ -91,7 +95,7 @@ def json_touches(measurement: str, identity: str, payload: bytes) -> list[Touch]
         raise RejectedReading(Reason.SCHEMA, f"missing '{id_key}'")
     if claimed != identity:
         raise RejectedReading(Reason.IDENTITY_MISMATCH, f"payload {id_key} {claimed!r} on the topic of {identity!r}")
-    known = FIELDS[measurement]
+    known = _KNOWN[measurement]
     items = doc.get("readings")
     if items is None:
         items = [doc]
@@ -106,23 +110,32 @@ def json_touches(measurement: str, identity: str, payload: bytes) -> list[Touch]
         values = item.get("values")
         if not isinstance(values, dict) or "time" not in item or item["time"] is None:
             raise RejectedReading(Reason.SCHEMA, "a reading needs 'time' and 'values'")
-        names = set()
-        for name, value in values.items():
-            if name not in known:
-                raise RejectedReading(Reason.UNKNOWN_POLLUTANT, f"{name!r} is not a {measurement} value")
-            if value is not None:  # an explicit null: not measured, not stored
-                names.add(name)
-        flags = item.get("flags") or {}
-        if not isinstance(flags, dict):
-            raise RejectedReading(Reason.SCHEMA, "'flags' is not an object")
-        names.update(f"{name}_flag" for name, flag in flags.items() if flag != "N")
+        if not known.issuperset(values):
+            unknown = sorted(set(values) - known)[0]
+            raise RejectedReading(Reason.UNKNOWN_POLLUTANT, f"{unknown!r} is not a {measurement} value")
+        # Set operations over the dict's keys run in C: this walk is per reading.
+        if None in values.values():  # an explicit null: not measured, not stored
+            names = frozenset([name for name, value in values.items() if value is not None])
+        else:
+            names = frozenset(values)
+        flags = item.get("flags")
         status = item.get("status")
-        if status is not None:
-            if measurement != "stack" or status not in _STATUSES:
-                raise RejectedReading(Reason.SCHEMA, f"status {status!r} is not a stack plant status")
-            names.add("status")
-        out.append(Touch(measurement, identity, parse_time(item["time"]), frozenset(names)))
+        if flags or status is not None:
+            names = _with_flags_and_status(measurement, names, flags or {}, status)
+        t = item["time"]
+        out.append(Touch(measurement, identity, t * _NS if type(t) is int else parse_time(t), names))
     return out
+
+
+def _with_flags_and_status(measurement: str, names: frozenset[str], flags: object, status: object) -> frozenset[str]:
+    if not isinstance(flags, dict):
+        raise RejectedReading(Reason.SCHEMA, "'flags' is not an object")
+    extra = {f"{name}_flag" for name, flag in flags.items() if flag != "N"}
+    if status is not None:
+        if measurement != "stack" or status not in _STATUSES:
+            raise RejectedReading(Reason.SCHEMA, f"status {status!r} is not a stack plant status")
+        extra.add("status")
+    return names | extra
 
 
 # --------------------------------------------------------------------------- HJ 212
