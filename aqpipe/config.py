@@ -106,6 +106,9 @@ class AggregatorConfig(_Section):
     # How long to wait for ingest to store readings the aggregator has seen before computing
     # without them (they may have been dead-lettered).
     max_wait_s: float = Field(600.0, ge=0)
+    # After that the rollup is written with complete=false and InfluxDB is asked again this
+    # often until the missing readings land (then it is recomputed) or lateness_hours pass.
+    recheck_s: float = Field(60.0, gt=0)
     tick_s: float = Field(1.0, gt=0)  # scheduler period
     cn_standards: Literal["in_force", "both"] = "in_force"  # "both": cn-2012 and cn-2026 side by side
     cn_2026_effective: date = date(2026, 3, 1)  # GB 3095-2026 / HJ 633-2026 in force (China date)
