@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest import metrics
-from ingest.deadletter import DeadLetter, DeadLetterStore
+from ingest.deadletter import LINE_PROTOCOL, DeadLetter, DeadLetterStore
 from aqpipe.errors import Reason
 from aqpipe.influx import Writer, WriteError
 from ingest.spool import Spool, SpoolFull
@@ -242,8 +242,10 @@ class Batcher:
                 self._stopping.wait(delay)
                 continue
             attempt = 0
+            # The spool keeps points, not messages: the letter's payload is the refused point,
+            # marked as line protocol so that replay writes it as it is.
             letters = [DeadLetter(record.topic_of(i), record.lines[i].encode(), Reason.WRITE_REJECTED.value, detail,
-                                  lines=[record.lines[i]]) for i, detail in refused]
+                                  lines=[record.lines[i]], format=LINE_PROTOCOL) for i, detail in refused]
             self.store.append(letters)
             for letter in letters:
                 metrics.DEADLETTERED.labels(letter.reason).inc()
