@@ -116,9 +116,12 @@ class Supervisor:
         return guarded
 
     def _register(self, name: str, stalls: bool) -> _Health:
+        """A new record; a thread we do not own may be named again (its callbacks, its watch)."""
         with self._lock:
             if name in self._threads:
-                raise ValueError(f"thread name {name!r} is already supervised")
+                if stalls or self._threads[name].stalls:
+                    raise ValueError(f"thread name {name!r} is already supervised")
+                return self._threads[name]
             health = self._threads[name] = _Health(name, stalls, beat_at=self.clock())
             THREAD_ERRORS.labels(name)  # the series exists (at 0) before the first error
             return health
