@@ -224,17 +224,16 @@ def _text(e: BaseException) -> str:
 
 
 _hook_lock = threading.Lock()
-_hook_installed = False
 
 
 def _install_excepthook() -> None:
     """Any thread that dies of an exception (ours missed it, or a library's thread) is logged
-    and counted too; the default hook only prints a traceback to stderr."""
-    global _hook_installed
+    and counted too; the default hook only prints a traceback to stderr. Installed again if
+    someone replaced it meanwhile (a test framework restoring its own)."""
     with _hook_lock:
-        if _hook_installed:
-            return
         previous = threading.excepthook
+        if getattr(previous, "_aqpipe", False):
+            return
 
         def hook(args: threading.ExceptHookArgs) -> None:
             if args.exc_type is not SystemExit:
@@ -244,7 +243,7 @@ def _install_excepthook() -> None:
                           f"{args.exc_type.__name__}: {args.exc_value}",
                           exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
             if previous is not threading.__excepthook__:
-                previous(args)  # e.g. pytest's, which turns it into a warning
+                previous(args)  # e.g. a test framework's, which turns it into a warning
 
+        hook._aqpipe = True  # type: ignore[attr-defined]
         threading.excepthook = hook
-        _hook_installed = True
