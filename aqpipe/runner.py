@@ -62,12 +62,14 @@ def run_services(cfg: Config, factories: list[tuple[str, ServiceFactory]]) -> in
     try:
         services = [(name, make(cfg)) for name, make in factories]
         ops = OpsServer(cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port else None
+        if ops is not None:
+            # Before any starts: /readyz must not answer 200 while a service is not yet up.
+            for _, service in services:
+                ops.add_check(service.ready)
         log.info("event=starting services=%s %s", ",".join(n for n, _ in services), where_to_look(cfg))
         for name, service in services:
             service.start()
             started.append((name, service))
-            if ops is not None:
-                ops.add_check(service.ready)
     except (ConfigError, OSError) as e:
         print(f"aqpipe: {e}", file=sys.stderr)
         for _, service in reversed(started):
