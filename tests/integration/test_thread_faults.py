@@ -25,7 +25,7 @@ import servers
 from aqpipe.config import Config
 from aqpipe.ops_http import OpsServer
 from ingest.deadletter import DeadLetterStore
-from tests.helpers import metric_value, service_starter, wait_until
+from tests.helpers import metric_value, service_starter, spooled_while_influxdb_down, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -183,30 +183,17 @@ def test_a_decoder_bug_in_on_message_dead_letters_the_message_acks_it_and_replay
     assert _count(influx, good) == 2
 
 
-def _spooled_backlog(config: Config, publisher, station: str, n: int) -> None:
-    """Leave n readings in the spool: an ingest whose InfluxDB is down spools and acks them."""
-    from ingest.service import IngestService
-
-    down = config.model_copy(deep=True)
-    down.influx.url = f"http://127.0.0.1:{servers.free_port()}"  # nothing listens there
-    down.influx.create_database = False
-    service = IngestService(down)
-    service.start()
-    try:
-        assert service.connected.wait(10)
-        for i in range(n):
-            publisher(f"aq/v1/ambient/{station}", _reading(station, _minutes_ago(i + 1), float(i)))
-        wait_until(lambda: service.batcher.spooled == n and service.inflight == 0)
-    finally:
-        service.stop()
-
-
 def test_a_drainer_that_raises_turns_readyz_503_is_counted_and_the_spool_drains_after_recovery(
         config, publisher, influx, ops, unique):
     from ingest.service import IngestService
 
     station = f"{unique}-d"
-    _spooled_backlog(config, publisher, station, 6)
+    def publish() -> int:
+        for i in range(6):
+            publisher(f"aq/v1/ambient/{station}", _reading(station, _minutes_ago(i + 1), float(i)))
+        return 6
+
+    spooled_while_influxdb_down(config, publish)
     service = IngestService(config)
     fault = Fault()
     service.batcher.spool.peek = fault.wrap(service.batcher.spool.peek)
