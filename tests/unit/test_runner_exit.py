@@ -63,3 +63,21 @@ def test_a_signal_stops_the_services_and_exits_0(signals, tmp_path):
     threading.Timer(0.3, signal.raise_signal, (signal.SIGTERM,)).start()
     assert run_services(cfg, [("one", lambda c: Service(log, "one", None))]) == 0
     assert log == ["start one", "stop one"]
+
+
+def test_each_service_logs_its_status_line_at_its_own_interval(signals, caplog, tmp_path):
+    log: list[str] = []
+    fast, slow = Service(log, "fast", None), Service(log, "slow", None)
+    fast.status_interval_s, slow.status_interval_s = 0.1, 10.0
+    cfg = Config.model_validate({"data_dir": str(tmp_path), "metrics": {"port": 0}})
+
+    def stop_after_five_fast_lines() -> None:
+        while caplog.text.count("service=fast") < 5:
+            threading.Event().wait(0.05)
+        signal.raise_signal(signal.SIGTERM)
+
+    with caplog.at_level("INFO", logger="aqpipe"):
+        threading.Thread(target=stop_after_five_fast_lines, daemon=True).start()
+        assert run_services(cfg, [("fast", lambda c: fast), ("slow", lambda c: slow)]) == 0
+    assert caplog.text.count("event=status service=fast") >= 5
+    assert "event=status service=slow" not in caplog.text
