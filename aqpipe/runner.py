@@ -3,7 +3,7 @@
 Exit status: 0 after SIGTERM/SIGINT (a clean stop); 2 when a service cannot start
 (configuration, ports, data_dir in use); 70 (EXIT_FATAL) when a service reports that a
 thread of it cannot recover (aqpipe/supervision.py): the services are stopped as cleanly
-as they still can be, and the unit's Restart=on-failure (deploy/systemd) starts the process
+as they still can be, and systemd (Restart= in deploy/systemd) starts the process
 again. Messages not acknowledged wait in the broker, so nothing is lost.
 """
 
@@ -54,7 +54,7 @@ def where_to_look(cfg: Config) -> str:
 
 def run_services(cfg: Config, factories: list[tuple[str, ServiceFactory]]) -> int:
     """Start services in one process with one /metrics /healthz /readyz endpoint, log a
-    status line per service every its status_interval_s, stop them in reverse order on
+    status line per service at its own status_interval_s, stop them in reverse order on
     SIGTERM/SIGINT (exit 0) or when one reports a fatal error (exit EXIT_FATAL)."""
     stop = wait_for_signal()
     started: list[tuple[str, Service]] = []

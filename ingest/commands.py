@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
                        description="Subscribe to aq/v1/{ambient,stack,hj212}/+, validate, write to InfluxDB; "
                                    "acknowledge each message only once its readings are durable (in InfluxDB, "
                                    "the disk spool, or the dead-letter store). SIGTERM/Ctrl-C: stop consuming, "
-                                   "flush, ack, exit 0.",
+                                   "flush, ack, exit 0. Exit 70 when a thread keeps failing (threads.max_restarts): "
+                                   "systemd restarts it, the broker keeps what was not acknowledged.",
                        epilog="Logs a status line every ingest.status_interval_s; metrics, /healthz and /readyz on "
                               "metrics.port (default 9108). Check the configuration first with: "
                               "aqpipe check-config --ping")
