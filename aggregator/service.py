@@ -10,6 +10,10 @@ measurement, tags and time) and publishes them on aq/v1/derived/...
 Giving up on readings that do not land is provisional: after `max_wait_s` the rollup is
 written with complete=false and re-checked every `recheck_s`; when the readings land
 (ingest drained its spool, a dead letter was replayed) it is recomputed, complete=true.
+
+Each runs under a Supervisor (aqpipe/supervision.py): paho's callbacks are guarded, the
+persister and the scheduler are restarted after an unexpected exception (the persister
+keeps the items in hand), and /readyz names a thread that is failing, dead or stalled.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from aqpipe.influx import InfluxQL, QueryError, WriteError, make_writer
 from aqpipe.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
 from aqpipe.reading import IDENTITY_TAG
 from aqpipe.registry import Registry
+from aqpipe.supervision import Policy, Supervisor
 from aqpipe.topics import subscriptions
 
 log = logging.getLogger("aqpipe.aggregator")
@@ -42,6 +47,8 @@ log = logging.getLogger("aqpipe.aggregator")
 MAX_RUN_DAYS = 7  # days computed per query batch (bounds memory and response size)
 WRITE_CHUNK = 5000
 EXPIRE_EVERY_S = 60.0  # how often seen readings and incomplete rollups past the lateness are dropped
+# Thread names: labels of aqpipe_thread_errors_total, named by /readyz.
+MQTT_THREAD, JOURNAL_THREAD, SCHEDULER_THREAD = "aggregator-mqtt", "aggregator-journal", "aggregator-scheduler"
 
 
 class AggregatorService:
@@ -55,17 +62,22 @@ class AggregatorService:
         self.query = InfluxQL.from_config(cfg.influx)
         self.writer = make_writer(cfg.influx)
         self.options = AqiOptions(self.acfg.cn_standards, self.acfg.cn_2026_effective, self.acfg.us)
+        self.supervisor = Supervisor(Policy.from_config(cfg.threads))
+        self.status_interval_s = self.acfg.status_interval_s
         self.client = make_client(cfg.mqtt, client_id=self.acfg.client_id, manual_ack=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = self._on_subscribe
+        guard = self.supervisor.callback  # nothing escapes into paho's loop (it would end the thread)
+        self.client.on_connect = guard(MQTT_THREAD, self._on_connect, _logged_only)
+        self.client.on_disconnect = guard(MQTT_THREAD, self._on_disconnect, _logged_only)
+        self.client.on_message = guard(MQTT_THREAD, self._on_message, self._on_message_failed)
+        self.client.on_subscribe = guard(MQTT_THREAD, self._on_subscribe, _logged_only)
+        self.supervisor.watch(MQTT_THREAD, lambda: getattr(self.client, "_thread", None))
         self._generation = 0
         self._accepting = True
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
-        self._persister = threading.Thread(target=self._persist_loop, name="aqpipe-agg-journal", daemon=True)
-        self._scheduler = threading.Thread(target=self._schedule_loop, name="aqpipe-agg-scheduler", daemon=True)
+        self._journal_in_hand: tuple[list, bool] | None = None  # kept across a restart of the persister
+        self._persister = self.supervisor.thread(JOURNAL_THREAD, self._persist_loop)
+        self._scheduler = self.supervisor.thread(SCHEDULER_THREAD, self._schedule_loop)
         self._failures = 0
         self._last_watermark = 0.0
         self._last_expiry = 0.0
@@ -117,6 +129,17 @@ class AggregatorService:
             marks = {}
         self._queue.put((marks, token))
 
+    def _on_message_failed(self, client: paho.Client, userdata, msg: paho.MQTTMessage, error: Exception) -> None:
+        """Learning what the message touches raised (a bug; logged and counted already). Ingest
+        stores or dead-letters the same message on its own; what the aggregator owes it is a
+        recompute of the hours it touched, which it cannot name now. So: acknowledge it after
+        the journal (it must not stay unacked for ever, nor block the ones behind it) and
+        recompute the whole lateness window from InfluxDB, as after a lost session."""
+        if not self._accepting:
+            return
+        self._recompute_all.set()
+        self._queue.put(({}, (self._generation, msg.mid, msg.qos)))
+
     def _marks(self, touched: list[Touch]) -> dict[InputKey, Marks]:
         """Per input hour, the reading times and fields to wait for."""
         if not touched:
@@ -145,26 +168,38 @@ class AggregatorService:
     def _persist_loop(self) -> None:
         done = False
         while not done:
-            try:
-                first = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            items = []
-            if first is None:
-                done = True
-            else:
-                items.append(first)
-            while len(items) < 10_000:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    done = True
-                    break
-                items.append(item)
+            if self._journal_in_hand is None:  # else: restarted after an error, journalled again
+                self._journal_in_hand = self._take()
+            items, done = self._journal_in_hand
             if items:
                 self._persist(items)
+            # Journalled: acked once only (a message id acked twice could ack the message that
+            # reuses it), so the items leave our hands before the acks go out.
+            self._journal_in_hand = None
+            if items:
+                self._acknowledge(items)
+            self.supervisor.beat(JOURNAL_THREAD)
+
+    def _take(self) -> tuple[list, bool]:
+        """Wait for queued marks; returns up to 10,000 of them and whether stop() was asked."""
+        while True:
+            try:
+                first = self._queue.get(timeout=0.5)
+                break
+            except queue.Empty:
+                self.supervisor.beat(JOURNAL_THREAD)
+        if first is None:
+            return [], True
+        items = [first]
+        while len(items) < 10_000:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return items, True
+            items.append(item)
+        return items, False
 
     def _persist(self, items: list) -> None:
         seen: dict[InputKey, Marks] = {}
@@ -175,6 +210,8 @@ class AggregatorService:
                     have[offset] = have.get(offset, 0) | mask
         dirty = {out for key in seen for out in affected(key)}
         self.state.mark(seen, dirty)
+
+    def _acknowledge(self, items: list) -> None:
         ack_durable(self.client, [token for _, token in items], self._generation)
         self.journalled += len(items)
         metrics.DIRTY.set(self.state.counts()[0])
@@ -184,7 +221,8 @@ class AggregatorService:
         return closes_at(key) + self.acfg.settle_s
 
     def _schedule_loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._recomputed_on_start.is_set():
+            self.supervisor.beat(SCHEDULER_THREAD)
             try:
                 self._recompute_since_watermark()
                 self._recomputed_on_start.set()
@@ -201,6 +239,7 @@ class AggregatorService:
                 except (QueryError, WriteError) as e:
                     log.warning("event=recompute_failed detail=%r (retrying)", str(e)[:200])
             self.run_once()
+            self.supervisor.beat(SCHEDULER_THREAD)
             self._stop.wait(self.acfg.tick_s)
 
     def _recompute_since_watermark(self, full: bool = False) -> None:
@@ -383,6 +422,7 @@ class AggregatorService:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop consuming, journal and ack what was received, finish the batch in hand, disconnect."""
         self._accepting = False
+        self.supervisor.stop()
         self._queue.put(None)
         self._persister.join(timeout_s)
         self._stop.set()
@@ -403,7 +443,13 @@ class AggregatorService:
         return len(self.state.snapshot_due(self.clock(), self._due_at, ignore_retry=True))
 
     def ready(self) -> tuple[bool, str]:
-        return (True, "ok") if self.connected.is_set() else (False, "aggregator: mqtt not connected")
+        ok, why = self.supervisor.check()
+        problems = ([] if ok else [why]) + ([] if self.connected.is_set() else ["mqtt not connected"])
+        return (False, "aggregator: " + "; ".join(problems)) if problems else (True, "ok")
+
+    def fatal(self) -> str | None:
+        """Why this service cannot go on (a thread given up), for the runner; None while it can."""
+        return self.supervisor.fatal()
 
     def status_line(self) -> str:
         dirty, seen = self.state.counts()
@@ -415,6 +461,10 @@ class AggregatorService:
 def _output_of(kind: str, p: Point) -> OutputKey:
     """The rollup a point is the value of."""
     return OutputKey(kind, p.tags[IDENTITY_TAG[kind]], "day" if p.measurement == "aqi_daily" else "hour", p.time_s)
+
+
+def _logged_only(*args) -> None:
+    """A connection callback raised: logged and counted by the supervisor; nothing to set aside."""
 
 
 def _day_runs(*outputs: dict[OutputKey, int]) -> list[dict[OutputKey, int]]:
