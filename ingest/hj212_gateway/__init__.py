@@ -38,6 +38,7 @@ from ingest.hj212_gateway.metrics import (
     PUBACK_SECONDS,
     PUBLISH_FAILED,
     PUBLISHED,
+    REJECTED,
     REPLIES,
 )
 from ingest.hj212_gateway.publisher import PublishRefused
@@ -47,7 +48,7 @@ from ingest.hj212_gateway.splitter import Accepted, FrameSplitter, Rejected
 
 __all__ = [
     "ACCEPTED", "BYTES_IN", "CONNECTIONS", "DISCONNECTS", "GARBAGE", "INVALID", "MQTT_CONNECTED", "PENDING",
-    "PUBACK_SECONDS", "PUBLISHED", "PUBLISH_FAILED", "REPLIES",
+    "PUBACK_SECONDS", "PUBLISHED", "PUBLISH_FAILED", "REJECTED", "REPLIES",
     "Accepted", "FrameSplitter", "Hj212Gateway", "PublishRefused", "Rejected",
     "cmd_gateway", "gateway_config", "register", "reply_command", "reply_for", "run_in_thread",
     "split_listen", "stop_in_thread",

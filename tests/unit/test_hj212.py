@@ -376,7 +376,8 @@ def test_cli_prints_one_json_line_per_non_empty_input_line():
     assert [r["ok"] for r in records] == [True, False, False]
     assert [r.get("error") for r in records] == [None, "crc", "framing"]
     assert records[0] == {
-        "ok": True, "qn": "20261124140500123", "st": "31", "cn": "2051", "mn": BOILER_MN, "flag": 5,
+        "ok": True, "version": "2017", "qn": "20261124140500123", "st": "31", "st_name": "air pollution source",
+        "cn": "2051", "mn": BOILER_MN, "flag": 5, "rf": False, "encrypted": False,
         "data_time": "2026-11-24T14:05:00+08:00",
         "values": {"a21026": {"Avg": 28.4, "ZsAvg": 41.2, "Flag": "N"}, "a19001": {"Avg": 12.3, "Flag": "N"}},
         "fields": {"a21026": "so2", "a19001": "o2"},
