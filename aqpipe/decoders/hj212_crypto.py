@@ -59,8 +59,15 @@ def encrypt_cp(plain: str, key: bytes) -> str:
     whole = len(raw) - len(raw) % BLOCK
     if whole == 0:
         return plain
+    try:
+        tail = raw[whole:].decode("utf-8")
+    except UnicodeDecodeError:
+        # The standard counts 16 *characters* and its examples are ASCII; where a block
+        # boundary splits a multi-byte character there is no defined wire form.
+        raise ValueError("the plain remainder would split a multi-byte character: "
+                         "no wire form is defined for that (keep encrypted CPs ASCII)") from None
     enc = _ctx(key)[0].update(raw[:whole])
-    return "{" + ",".join(f"0x{b:02X}" for b in enc) + "}" + raw[whole:].decode("utf-8")
+    return "{" + ",".join(f"0x{b:02X}" for b in enc) + "}" + tail
 
 
 def decrypt_cp(wire: str, key: bytes) -> str:
@@ -84,7 +91,7 @@ def decrypt_cp(wire: str, key: bytes) -> str:
         raise CipherTextError("cipher text holds a byte that is not hexadecimal") from None
     plain = _ctx(key)[1].update(data)
     try:
-        return plain.decode("utf-8") + tail
+        return (plain + tail.encode("utf-8")).decode("utf-8")
     except UnicodeDecodeError:
         # SM4 with the wrong key gives noise: the usual way a wrong key shows.
         raise CipherTextError("decrypted CP is not text: wrong key for this logger, or a corrupted frame") from None

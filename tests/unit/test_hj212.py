@@ -402,3 +402,47 @@ def test_cli_help_has_an_example(capsys):
     with pytest.raises(SystemExit):
         hj212_cli.main(["hj212", "decode", "--help"])
     assert "example:" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- HJ 212-2025
+
+def _counter(metric, *labels) -> float:
+    return (metric.labels(*labels) if labels else metric)._value.get()
+
+
+def test_back_filled_frames_are_stored_like_any_reading_and_counted():
+    from aqpipe.decoders.hj212_metrics import BACKFILLED
+
+    payload = (DATA / "good" / "2025_sm4_backfilled_rf1_hourly" / "input.txt").read_bytes()
+    before = _counter(BACKFILLED)
+    (reading,) = decode(payload, "620503202500000000000006", REGISTRY)
+    assert _counter(BACKFILLED) == before + 1
+    # An ordinary reading with its (old) time: nothing marks it apart, so the aggregator's
+    # late-data path (a reading for an hour already rolled up) treats it like any late one.
+    assert reading.values == {"so2": 31.5, "so2_zs": 44.0, "o2": 12.6} and reading.status is None
+
+
+@pytest.mark.parametrize("case, cn, st_code", [
+    ("2025_heartbeat_9015", "9015", "91"), ("2025_power_use_st44_is_not_stored", "2011", "44"),
+])
+def test_frames_given_no_reading_on_purpose_are_counted_not_silently_dropped(case, cn, st_code):
+    from aqpipe.decoders.hj212_metrics import NOT_STORED
+
+    payload = (DATA / "good" / case / "input.txt").read_bytes()
+    before = _counter(NOT_STORED, cn, st_code)
+    assert decode(payload, "620503202500000000000005", REGISTRY) == []
+    assert _counter(NOT_STORED, cn, st_code) == before + 1
+
+
+def test_unknown_flag_letters_pass_the_validator_and_garbage_does_not():
+    from aqpipe.reading import Reading
+    from aqpipe.validate import Validator
+
+    now = 1_800_000_000 * 10**9
+    Validator().check(Reading("stack", "x", now, {"so2": 1.0}, {"so2": "K"}), now)
+    with pytest.raises(RejectedReading) as caught:
+        Validator().check(Reading("stack", "x", now, {"so2": 1.0}, {"so2": "K 1"}), now)
+    assert caught.value.reason is Reason.SCHEMA
+    seg = MINUTE_SEGMENT.replace("a21026-Flag=N", "a21026-Flag=*")
+    with pytest.raises(Hj212Error):
+        frame_to_readings(parse_frame(build_frame(seg)), REGISTRY, BOILER_MN)
