@@ -376,18 +376,20 @@ def _parse_encrypted(data: str, raw: bytes, cp_at: int, length: int, received: i
         # Line noise would have failed elsewhere first in most cases; a wrong key is the usual cause.
         raise _bad("decrypt", "CRC of the decrypted data segment does not match: wrong SM4 key "
                               "for this logger, or a corrupted frame")
-    frame = _parse_segment(plain)
+    # The header was parsed above; it is the same text before CP=&& (only the CP was encrypted).
+    frame = _parse_segment(plain, header if data.find("CP=&&") == cp_at else None)
     frame.encrypted = True
     return frame
 
 
-def _parse_segment(data: str) -> Frame:
+def _parse_segment(data: str, header: dict[str, str] | None = None) -> Frame:
     cp_at = data.find("CP=&&")
     if cp_at < 0 or (cp_at > 0 and data[cp_at - 1] != ";"):
         raise _bad("syntax", "no 'CP=&&' field")
     if len(data) < cp_at + 7 or not data.endswith("&&"):
         raise _bad("syntax", "CP is not closed by '&&' at the end of the data segment")
-    header = _parse_header(data[:cp_at])
+    if header is None:
+        header = _parse_header(data[:cp_at])
     cp = data[cp_at + 5 : -2]
 
     try:
@@ -590,7 +592,7 @@ def frame_to_readings(frame: Frame, registry: Registry, topic_mn: str | None) ->
             if name is not None:
                 values[name] = value  # type: ignore[assignment]  # numeric suffixes hold floats
             elif suffix == "Flag":
-                if not dataflags.is_flag(str(value)):
+                if value not in DATA_FLAGS and not dataflags.is_flag(str(value)):
                     raise Hj212Error("syntax", f"{code}-Flag {_quote(str(value))} is not a data flag")
                 if value != "N":  # unknown letters too: stored as sent, invalid in rollups
                     flags[POLLUTANT_FIELDS[code]] = value  # type: ignore[assignment]
