@@ -7,8 +7,8 @@ from the registry's secrets file; `RF=1` marks back-filled data, stored like any
 
 Public entry point for the ingest service: `decode(payload, topic_mn, registry)`.
 The pieces it is made of (`split_frames`, `parse_frame`, `frame_to_readings`) are
-public too, for the CLI, the simulator and the future TCP gateway, as are
-`build_frame` and `reply_9014`.
+public too, for the CLI, the simulator and the TCP gateway, as are `build_frame`,
+`build_encrypted_frame`, `reply_frame` and `reply_9014`.
 
 Every failure is a `RejectedReading` (HJ 212 structure problems are its subclass
 `Hj212Error`, with a `kind`), so the caller dead-letters the raw payload and loses
