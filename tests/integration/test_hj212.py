@@ -146,13 +146,17 @@ REJECTIONS = {
     "hj212_syntax": lambda mn, t: build_frame(f"QN=1;ST=31;CN=2051;PW={PW};MN={mn};Flag=4;CP=&&DataTime=2026&&").encode(),
     "unknown_mn": lambda mn, t: stack_minute(mn, t),
     "identity_mismatch": lambda mn, t: stack_minute(MN2, t),
+    # MN4 is an HJ 212-2025 logger registered to encrypt: plain text, or a key it does not have
+    "hj212_plaintext": lambda mn, t: build_frame(minute_2025(mn, t, 25.0, "20261125170000001")).encode(),
+    "hj212_decrypt": lambda mn, t: build_encrypted_frame(minute_2025(mn, t, 25.0, "20261125170000002"),
+                                                         bytes(16)).encode(),
 }
 
 
 @pytest.mark.parametrize("reason", sorted(REJECTIONS))
 def test_each_hj212_rejection_reason_is_dead_lettered_with_its_reason(reason, ingest, publisher, config, unique):
     service = ingest()
-    mn = f"X{unique}" if reason == "unknown_mn" else MN1
+    mn = f"X{unique}" if reason == "unknown_mn" else MN4 if reason in ("hj212_plaintext", "hj212_decrypt") else MN1
     payload = REJECTIONS[reason](mn, _minute(4))
     topic = f"aq/v1/hj212/{mn}"
     publisher(topic, payload)
