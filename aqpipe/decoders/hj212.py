@@ -655,7 +655,9 @@ def decode(payload: bytes, topic_mn: str, registry: Registry) -> list[Reading]:
     if backfilled:
         BACKFILLED.inc(backfilled)
     for frame in not_stored:
-        NOT_STORED.labels(frame.cn, frame.st).inc()
+        # Labels from the tables only, so a device cannot grow the series count at will.
+        cn = frame.cn if frame.cn in NOT_STORED_COMMANDS or frame.cn in DATA_COMMANDS else "other"
+        NOT_STORED.labels(cn, frame.st if frame.st in SYSTEM_CODES else "other").inc()
     return readings
 
 
