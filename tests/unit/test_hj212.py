@@ -446,3 +446,26 @@ def test_unknown_flag_letters_pass_the_validator_and_garbage_does_not():
     seg = MINUTE_SEGMENT.replace("a21026-Flag=N", "a21026-Flag=*")
     with pytest.raises(Hj212Error):
         frame_to_readings(parse_frame(build_frame(seg)), REGISTRY, BOILER_MN)
+
+
+_ENCRYPTED = (DATA / "good" / "2025_sm4_backfilled_rf1_hourly" / "input.txt").read_bytes()
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, len(_ENCRYPTED)), st.sampled_from(["delete", "insert", "replace"]),
+                          st.sampled_from([b"{", b"}", b",", b"0", b"x", b"Z", b"&", b";", b"#", b"\xff", b"\r\n"])),
+                min_size=1, max_size=4))
+def test_a_damaged_encrypted_frame_is_rejected_only_with_the_decoders_error(edits):
+    payload = bytearray(_ENCRYPTED)
+    for at, how, byte in edits:
+        at = min(at, len(payload))
+        if how == "delete":
+            del payload[at : at + 1]
+        elif how == "insert":
+            payload[at:at] = byte
+        else:
+            payload[at : at + 1] = byte
+    try:
+        decode(bytes(payload), "620503202500000000000006", REGISTRY)
+    except RejectedReading:
+        pass
