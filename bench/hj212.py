@@ -83,7 +83,9 @@ def encrypted_2025() -> bytes:
 
 
 def rate(fn, number: int, repeat: int = 5) -> float:
-    return number / min(timeit.repeat(fn, number=number, repeat=repeat))
+    """Calls per second of this process's CPU time, best of `repeat`: on a shared machine
+    wall time would also count the time other jobs held the cores."""
+    return number / min(timeit.repeat(fn, number=number, repeat=repeat, timer=time.process_time))
 
 
 CLIENTS = 8
@@ -187,9 +189,14 @@ def gateway_rate(clients: int = CLIENTS, per_client: int = FRAMES_PER_CLIENT) ->
 
 def main() -> None:
     results = {}
-    for name, payload, mn in (("typical", typical(), MN), ("full", full(), MN), ("2025 enc", encrypted_2025(), MN_2025)):
-        assert len(decode(payload, mn, REGISTRY)) == 1
-        results[name] = (len(payload), rate(lambda: decode(payload, mn, REGISTRY), 20_000))
+    cases = (("typical", typical(), MN), ("full", full(), MN), ("2025 enc", encrypted_2025(), MN_2025))
+    best: dict[str, float] = {}
+    for _ in range(3):  # interleaved rounds, so that a burst of load hits every case alike
+        for name, payload, mn in cases:
+            assert len(decode(payload, mn, REGISTRY)) == 1
+            per_s = rate(lambda: decode(payload, mn, REGISTRY), 5_000, repeat=2)
+            best[name] = max(best.get(name, 0.0), per_s)
+            results[name] = (len(payload), best[name])
     segment = typical()[6:-6]
     fast_crc = rate(lambda: crc16_hj212(segment), 50_000)
     slow_crc = rate(lambda: crc16_hj212_bitwise(segment), 300, repeat=3)

@@ -8,12 +8,15 @@ the *plain* data segment before encrypting. The appendix prints the cipher text 
 `{0xE4,0x3E,...,0xA4}` followed by the plain remainder (`...0x03,0xA4}g=N&&B541`), and
 that is the form read and written here.
 
-SM4 comes from `cryptography` (OpenSSL). Pure apart from a per-key cache of cipher
-contexts: ECB is stateless per block, so one context per key is reused for every
-whole-block update (never finalized), which keeps decryption cheap on the hot path.
+SM4 comes from `cryptography` (OpenSSL). Pure apart from a per-key, per-thread cache
+of cipher contexts: ECB is stateless per block, so one context per key is reused for
+every whole-block update (never finalized), which keeps decryption cheap on the hot
+path; per thread, because `aqpipe run` decodes in more than one thread.
 """
 
 from __future__ import annotations
+
+import threading
 
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
@@ -38,18 +41,21 @@ def looks_encrypted(cp: str) -> bool:
     return cp.startswith("{0x")
 
 
-_contexts: dict[bytes, tuple[CipherContext, CipherContext]] = {}
+_local = threading.local()
 
 
 def _ctx(key: bytes) -> tuple[CipherContext, CipherContext]:
-    pair = _contexts.get(key)
+    contexts: dict[bytes, tuple[CipherContext, CipherContext]] | None = getattr(_local, "contexts", None)
+    if contexts is None:
+        contexts = _local.contexts = {}
+    pair = contexts.get(key)
     if pair is None:
         if len(key) != KEY_BYTES:
             raise ValueError(f"an SM4 key is {KEY_BYTES} bytes, this one is {len(key)}")
         cipher = Cipher(algorithms.SM4(key), modes.ECB())
-        if len(_contexts) > 10000:  # bounded: keys come from the registry, but stay safe
-            _contexts.clear()
-        pair = _contexts[key] = (cipher.encryptor(), cipher.decryptor())
+        if len(contexts) > 10000:  # bounded: keys come from the registry, but stay safe
+            contexts.clear()
+        pair = contexts[key] = (cipher.encryptor(), cipher.decryptor())
     return pair
 
 

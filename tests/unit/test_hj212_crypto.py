@@ -150,3 +150,13 @@ def test_the_cli_decrypts_a_captured_log_with_a_key_file_and_never_prints_the_ke
     out = io.StringIO()
     assert hj212_cli.decode_lines(io.BytesIO(captured), out) == 1  # without the key: a decrypt error
     assert json.loads(out.getvalue())["error"] == "decrypt"
+
+
+def test_decryption_from_several_threads_at_once_gives_each_its_own_plain_text():
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"DataTime=2026112408{i:04d};a21026-Avg={i}.5,a21026-Flag=N;a19001-Avg=12.{i % 10}" for i in range(64)]
+    wires = [encrypt_cp(t, KEY30) for t in texts]
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(20):
+            assert list(pool.map(lambda w: decrypt_cp(w, KEY30), wires)) == texts
