@@ -122,6 +122,18 @@ class Registry:
         """(measurement, identity) of the device with this HJ 212 MN, or None if unknown."""
         return self._by_mn.get(mn)
 
+    def hj212_problems(self) -> list[str]:
+        """HJ 212 loggers the secrets file does not cover (no values shown): their frames would
+        all be refused by the gateway (no PW) or dead-lettered as hj212_decrypt (no key)."""
+        problems = []
+        for mn, logger in sorted(self._loggers.items()):
+            where = f"{self._by_mn[mn][0]} {self._by_mn[mn][1]} (MN {mn})"
+            if logger.encrypt and mn not in self.hj212_keys:
+                problems.append(f"{where}: hj212_encrypt = true but no SM4 key in the secrets file")
+            if self.secrets.pw(mn) is None:
+                problems.append(f"{where}: no pw in the secrets file (the gateway refuses it while check_pw is on)")
+        return problems
+
     def hj212_logger(self, mn: str) -> Hj212Logger | None:
         """Version pin and encryption policy of this logger, or None for an unknown MN."""
         return self._loggers.get(mn)

@@ -160,3 +160,16 @@ def test_decryption_from_several_threads_at_once_gives_each_its_own_plain_text()
     with ThreadPoolExecutor(8) as pool:
         for _ in range(20):
             assert list(pool.map(lambda w: decrypt_cp(w, KEY30), wires)) == texts
+
+
+def test_check_config_names_loggers_the_secrets_file_does_not_cover_without_showing_values():
+    from aqpipe.hj212_secrets import Hj212Secrets
+    from aqpipe.registry import Outlet, Registry
+
+    registry = Registry([], [Outlet(id="A", mn="MN-A", hj212_encrypt=True), Outlet(id="B", mn="MN-B"),
+                             Outlet(id="C", mn="MN-C", hj212_encrypt=True)],
+                        Hj212Secrets({"MN-C": KEY30}, {"MN-B": "pw-b", "MN-C": "pw-c"}))
+    problems = registry.hj212_problems()
+    assert problems == ["stack A (MN MN-A): hj212_encrypt = true but no SM4 key in the secrets file",
+                        "stack A (MN MN-A): no pw in the secrets file (the gateway refuses it while check_pw is on)"]
+    assert not any("pw-" in p or KEY30.hex() in p for p in problems)
