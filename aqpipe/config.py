@@ -147,6 +147,19 @@ class Hj212GatewayConfig(_Section):
     max_pending: int = Field(10000, ge=1, le=60000)  # all connections: publishes not yet acked
     drain_timeout_s: float = Field(10.0, ge=0)  # at SIGTERM: wait this long for PUBACKs and replies
     metrics_port: int = Field(9109, ge=0, le=65535)  # /metrics on metrics.host; 0 = off
+    # Access control (ingest/README-hj212.md): MN in the registry and PW as in its secrets file.
+    check_pw: bool = True  # false: any registered MN may talk, whatever its PW (migration only)
+    max_auth_failures: int = Field(3, ge=1)  # refused frames (auth, unknown_mn) before the connection is closed
+    auth_reply: Literal["none", "9011"] = "none"  # refusal answer: none, or 9011 QnRtn=3/4 (HJ 212-2017 table)
+    # TLS on the listener, for loggers that support it (both or neither).
+    tls_cert: Path | None = None  # PEM certificate chain
+    tls_key: Path | None = None  # PEM private key (keep it 0600)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "Hj212GatewayConfig":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("hj212_gateway.tls_cert and tls_key go together: set both or neither")
+        return self
 
 
 class AlertsConfig(_Section):

@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from aqpipe import dataflags
 from aqpipe.errors import Reason, RejectedReading
 from aqpipe.pollutants import FIELDS, NEGATIVE_NOISE, NON_NEGATIVE
 from aqpipe.reading import Reading
 
 NS = 1_000_000_000
-# HJ 212 data flags (hj212.md); anything else is a schema error.
-FLAGS = frozenset("NFMSDCTB")
+# HJ 212 data flags (aqpipe.dataflags). A letter not in the table is kept (HJ 212-2025
+# may have added some; the aggregator counts it invalid); a value not shaped like a flag
+# is a schema error.
+FLAGS = frozenset(dataflags.DATA_FLAGS)
 
 
 class Validator:
@@ -39,8 +42,9 @@ class Validator:
             self._check_values(reading)
         if reading.flags and not FLAGS.issuperset(reading.flags.values()):
             for name, flag in reading.flags.items():
-                if flag not in FLAGS:
-                    raise RejectedReading(Reason.SCHEMA, f"flag {flag!r} of {name} is not an HJ 212 data flag ({''.join(sorted(FLAGS))})")
+                if not dataflags.is_flag(flag):
+                    raise RejectedReading(Reason.SCHEMA, f"flag {flag!r} of {name} is not shaped like an HJ 212 "
+                                                         f"data flag (a letter such as {''.join(sorted(FLAGS))})")
 
     def _check_values(self, reading: Reading) -> None:
         units = FIELDS[reading.measurement]
