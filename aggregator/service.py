@@ -33,7 +33,7 @@ from aqpipe.influx import InfluxQL, QueryError, WriteError, make_writer
 from aqpipe.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
 from aqpipe.reading import Reading
 from aqpipe.registry import Registry
-from aqpipe.supervision import Policy, Supervisor
+from aqpipe.supervision import Policy, Supervisor, logged_only
 from aqpipe.topics import subscriptions
 
 log = logging.getLogger("aqpipe.aggregator")
@@ -61,10 +61,10 @@ class AggregatorService:
         self.status_interval_s = self.acfg.status_interval_s
         self.client = make_client(cfg.mqtt, client_id=self.acfg.client_id, manual_ack=True)
         guard = self.supervisor.callback  # nothing escapes into paho's loop (it would end the thread)
-        self.client.on_connect = guard(MQTT_THREAD, self._on_connect, _logged_only)
-        self.client.on_disconnect = guard(MQTT_THREAD, self._on_disconnect, _logged_only)
+        self.client.on_connect = guard(MQTT_THREAD, self._on_connect, logged_only)
+        self.client.on_disconnect = guard(MQTT_THREAD, self._on_disconnect, logged_only)
         self.client.on_message = guard(MQTT_THREAD, self._on_message, self._on_message_failed)
-        self.client.on_subscribe = guard(MQTT_THREAD, self._on_subscribe, _logged_only)
+        self.client.on_subscribe = guard(MQTT_THREAD, self._on_subscribe, logged_only)
         self.supervisor.watch(MQTT_THREAD, lambda: getattr(self.client, "_thread", None))
         self._generation = 0
         self._accepting = True
@@ -388,10 +388,6 @@ class AggregatorService:
         dirty, seen = self.state.counts()
         return (f"received={self.received} rejected={self.rejected} due={self.due()} dirty={dirty} waiting_hours={seen} "
                 f"written={self.written} batches={self.batches} mqtt={'up' if self.connected.is_set() else 'down'}")
-
-
-def _logged_only(*args) -> None:
-    """A connection callback raised: logged and counted by the supervisor; nothing to set aside."""
 
 
 def _day_runs(outs: dict[OutputKey, int]) -> list[dict[OutputKey, int]]:
