@@ -29,12 +29,14 @@ from alerts.cases.timeutil import china_date, end_of_china_day, hour_china_date,
 
 __all__ = ["StackHour", "CasePolicy", "CaseView", "Deadline", "record_exceeded_hour", "record_compliant_hour",
            "exempting_mark", "transition", "get_case", "list_cases", "overdue", "export_case",
-           "record_enterprise_report", "CaseError", "CaseNotFound", "TransitionRefused", "DEFAULT_URL_TEMPLATE"]
+           "record_enterprise_report", "record_measure", "CaseError", "CaseNotFound", "TransitionRefused", "DEFAULT_URL_TEMPLATE"]
 
 DEFAULT_URL_TEMPLATE = "http://127.0.0.1:9120/cases/{case_id}"
 CASE_KIND = "stack_exceedance"
 ENGINE_ACTOR = "aqpipe-alerts"
 HOUR = timedelta(hours=1)
+# The legal bases a stack-exceedance case may need, cited by the date of its first exceeded hour.
+CASE_CITATION_TOPICS = ("daily_penalty", "daily_penalty_procedure", "limit_suspension", "seal_seizure")
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class CaseView:
     penalties: list[dict[str, Any]]
     measures: list[dict[str, Any]]
     enterprise_reports: list[dict[str, Any]]
+    citations: list[dict[str, Any]]  # the law in force on the day of the violation (citations.toml)
     allowed_next: list[str]
 
     @property
@@ -145,6 +148,7 @@ class CaseView:
             "hours": hours, "url": self.url, "allowed_next": self.allowed_next, "overdue": self.overdue,
             "history": self.history, "marks": [m.to_json() for m in self.marks], "deadlines": self.deadlines,
             "penalties": self.penalties, "measures": self.measures, "enterprise_reports": self.enterprise_reports,
+            "citations": self.citations,
         }
 
 
@@ -378,7 +382,8 @@ def _meet_deadlines(conn: Connection, case_id: int, kind: str, at: datetime) -> 
 
 def _citation_for(conn: Connection, case_id: int, topic: str) -> dict[str, Any] | None:
     """The legal citation for `topic`, chosen by the date of the violation (the first exceeded hour)."""
-    first = conn.execute(select(func.min(case_hours.c.hour_end)).where(case_hours.c.case_id == case_id)).scalar()
+    first = conn.execute(select(func.min(case_hours.c.hour_end)).where(
+        case_hours.c.case_id == case_id, case_hours.c.withdrawn_at.is_(None), case_hours.c.mark_id.is_(None))).scalar()
     if first is None:
         return None
     found = citations.cite(topic, hour_china_date(first))
@@ -407,6 +412,33 @@ def record_enterprise_report(conn: Connection, case_id: int, received: datetime,
     _meet_deadlines(conn, case_id, "enterprise_report", at)
     record_case_event(conn, case_id, at, by, "enterprise_report_received", note=note, refs=refs,
                       data={"received": received.isoformat()})
+
+
+def record_measure(conn: Connection, case_id: int, kind: str, by: str, *, at: datetime, start: date | None = None,
+                   end: date | None = None, doc_number: str | None = None, description: str = "",
+                   amount: float | None = None, note: str = "", refs: list[str] | None = None) -> int:
+    """A measure decided while a case runs (限产, 停产整治, 查封扣押, 挂牌督办...), with its dates;
+    audited. Closing can record measures too. Returns the measure's id."""
+    at = require_aware(at, "at")
+    row = conn.execute(select(cases.c.status).where(cases.c.id == case_id)).first()
+    if row is None:
+        raise CaseNotFound(case_id)
+    if row.status in TERMINAL_STATES:
+        raise CaseError(f"case {case_id} is {row.status}: a measure cannot be added to an ended case")
+    if not by or not by.strip():
+        raise CaseError("a measure needs who recorded it (by)")
+    try:
+        key = workflow.measure_kind(kind)
+    except ValueError as e:
+        raise CaseError(str(e)) from None
+    if start and end and end < start:
+        raise CaseError(f"measure {kind} ends ({end}) before it starts ({start})")
+    event_id = record_case_event(conn, case_id, at, by, "measure", event_date=start, note=note, refs=refs,
+                                 data={"kind": key, "start": start, "end": end, "doc_number": doc_number,
+                                       "description": description, "amount": amount})
+    return int(conn.execute(measures.insert().values(
+        case_id=case_id, event_id=event_id, kind=key, start_date=start, end_date=end, doc_number=doc_number,
+        description=description or "", amount=amount, created_at=at, created_by=by)).inserted_primary_key[0])
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -505,13 +537,17 @@ def _view(conn: Connection, row: Any, url_template: str, now: datetime) -> CaseV
                 "received_by": r.received_by, "note": r.note, "refs": r.refs}
                for r in conn.execute(select(enterprise_reports).where(enterprise_reports.c.case_id == cid)
                                      .order_by(enterprise_reports.c.id))]
+    counted = [h for h in hours if h["exceeded"]]
+    violation_day = date.fromisoformat(counted[0]["china_date"]) if counted else None
+    cited = [c.to_json() for c in (citations.cite(t, violation_day) for t in CASE_CITATION_TOPICS)
+             if c is not None] if violation_day else []
     return CaseView(
         id=cid, kind=row.kind, outlet=row.outlet, enterprise=row.enterprise, permit=row.permit,
         pollutant=row.pollutant, limit=row.limit_value, limit_source=row.limit_source,
         reference_o2=row.reference_o2, status=row.status, case_number=row.case_number, outcome=row.outcome,
         opened_at=row.opened_at, updated_at=row.updated_at, closed_at=row.closed_at,
         url=url_template.format(case_id=cid), hours=hours, history=history, marks=shown_marks, deadlines=dls,
-        penalties=pens, measures=meas, enterprise_reports=reports,
+        penalties=pens, measures=meas, enterprise_reports=reports, citations=cited,
         allowed_next=workflow.allowed_next(row.status, _last_reinspection_result(conn, cid)))
 
 

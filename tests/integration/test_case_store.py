@@ -490,3 +490,26 @@ def test_a_time_without_timezone_is_refused(case_engine) -> None:
             store.record_exceeded_hour(conn, hour(T0.replace(tzinfo=None)), T0)
     with case_engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(case_hours)).scalar() == 0
+
+
+def test_a_case_cites_the_law_in_force_on_the_day_of_its_first_exceeded_hour(case_engine) -> None:
+    before = add(case_engine, hour(datetime(2026, 8, 14, 15, tzinfo=UTC)))  # 23:00 on 14 August, China time
+    after = add(case_engine, hour(datetime(2026, 8, 14, 17, tzinfo=UTC), pollutant="nox"))  # 01:00 on the 15th
+    cited = {c: {x["topic"]: x for x in case(case_engine, c)["citations"]} for c in (before, after)}
+    assert cited[before]["daily_penalty"]["article"] == "第五十九条"
+    assert cited[after]["daily_penalty"]["law"] == "生态环境法典"
+    assert cited[after]["daily_penalty"]["confidence"] == "medium"
+
+
+def test_measures_are_recorded_on_running_cases_only(case_engine) -> None:
+    case_id = add(case_engine, hour(T0))
+    with case_engine.begin() as conn:
+        store.record_measure(conn, case_id, "停产整治", "李", at=T0 + timedelta(days=2), start=date(2026, 3, 3),
+                             end=date(2026, 4, 2), doc_number="天环停〔2026〕1号", refs=["决定书"])
+    c = case(case_engine, case_id)
+    assert [(m["kind"], m["label"], m["end_date"]) for m in c["measures"]] == [("suspension", "停产整治", "2026-04-02")]
+    assert c["history"][-1]["action"] == "measure" and c["history"][-1]["refs"] == ["决定书"]
+    move(case_engine, case_id, "dismissed", T0 + timedelta(days=3), fields={"reason": "设备故障"})
+    with pytest.raises(store.CaseError, match="ended case"):
+        with case_engine.begin() as conn:
+            store.record_measure(conn, case_id, "限产", "李", at=T0 + timedelta(days=4))
