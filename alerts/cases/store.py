@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal
 
 from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import IntegrityError
 
 from alerts.cases import citations
 from alerts.cases import penalty as penalties_mod
@@ -173,6 +174,10 @@ def record_exceeded_hour(conn: Connection, hour: StackHour, at: datetime, policy
     case_id = _open_case_id(conn, hour.outlet, hour.pollutant)
     if case_id is None:
         case_id = _open_case(conn, hour, at, policy or CasePolicy())
+        existing = _find_hour(conn, hour.outlet, hour.pollutant, hour_end)  # a concurrent opener's very hour
+        if existing is not None:
+            _revise_hour(conn, existing, hour, at, exceeded=True)
+            return int(existing.case_id)
     mark = hour_exemption(conn, hour.outlet, hour.pollutant, hour_end)
     conn.execute(case_hours.insert().values(
         case_id=case_id, hour_end=hour_end, avg=hour.avg, avg_o2corr=hour.avg_o2corr, o2=hour.o2,
@@ -210,11 +215,21 @@ def _open_case_id(conn: Connection, outlet: str, pollutant: str) -> int | None:
 
 
 def _open_case(conn: Connection, hour: StackHour, at: datetime, policy: CasePolicy) -> int:
-    case_id = int(conn.execute(cases.insert().values(
-        kind=CASE_KIND, outlet=hour.outlet, enterprise=hour.enterprise, permit=hour.permit or None,
-        pollutant=hour.pollutant, limit_value=hour.limit, limit_source=hour.limit_source,
-        reference_o2=hour.reference_o2, status=workflow.INITIAL_STATE, opened_at=at, updated_at=at,
-    )).inserted_primary_key[0])
+    """A new case, or the one another process opened for the same outlet and pollutant
+    meanwhile: the partial unique index makes the second insert wait for the first
+    transaction and then fail; we roll back to a savepoint and join the winner's case."""
+    try:
+        with conn.begin_nested():
+            case_id = int(conn.execute(cases.insert().values(
+                kind=CASE_KIND, outlet=hour.outlet, enterprise=hour.enterprise, permit=hour.permit or None,
+                pollutant=hour.pollutant, limit_value=hour.limit, limit_source=hour.limit_source,
+                reference_o2=hour.reference_o2, status=workflow.INITIAL_STATE, opened_at=at, updated_at=at,
+            )).inserted_primary_key[0])
+    except IntegrityError:
+        winner = _open_case_id(conn, hour.outlet, hour.pollutant)
+        if winner is None:
+            raise
+        return winner
     record_case_event(conn, case_id, at, ENGINE_ACTOR, "opened", to_state=workflow.INITIAL_STATE,
                       data={"outlet": hour.outlet, "pollutant": hour.pollutant, "limit": hour.limit,
                             "limit_source": hour.limit_source})

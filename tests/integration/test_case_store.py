@@ -265,7 +265,7 @@ def test_exempting_mark_finds_overlaps_by_pollutant_or_all(case_engine) -> None:
     with case_engine.begin() as conn:
         so2 = marks.add_mark(conn, outlet="O", pollutant="so2", type="fault", start=T0, end=T0 + timedelta(hours=1),
                              reason="脱硫故障", by="企业", at=T0)
-        whole = marks.add_mark(conn, outlet="O", pollutant=None, type="通讯中断", start=T0 + timedelta(hours=5),
+        whole = marks.add_mark(conn, outlet="O", pollutant="*", type="通讯中断", start=T0 + timedelta(hours=5),
                                end=None, reason="通讯中断", by="企业", at=T0)
     with case_engine.connect() as conn:
         def find(pollutant, start_h, end_h):
@@ -277,6 +277,10 @@ def test_exempting_mark_finds_overlaps_by_pollutant_or_all(case_engine) -> None:
         assert find("nox", 0, 1) is None
         assert find("nox", 100, 101) == whole.id  # open-ended
         assert store.exempting_mark(conn, "P", "so2", T0, T0 + timedelta(hours=1)) is None
+        # the whole outlet ('*', e.g. an outlet gone silent): only marks of all pollutants
+        assert store.exempting_mark(conn, "O", "*", T0, T0 + timedelta(hours=1)) is None
+        assert store.exempting_mark(conn, "O", "*", T0 + timedelta(hours=6), T0 + timedelta(hours=7)).id == whole.id
+        assert store.exempting_mark(conn, "O", None, T0 + timedelta(hours=6), T0 + timedelta(hours=7)).id == whole.id
 
 
 def test_an_hour_recorded_under_an_exempting_mark_is_shown_marked_not_counted(case_engine) -> None:
@@ -513,3 +517,44 @@ def test_measures_are_recorded_on_running_cases_only(case_engine) -> None:
     with pytest.raises(store.CaseError, match="ended case"):
         with case_engine.begin() as conn:
             store.record_measure(conn, case_id, "限产", "李", at=T0 + timedelta(days=4))
+
+
+def test_two_writers_opening_the_same_case_at_once_end_with_one_case(case_engine) -> None:
+    """Two processes (or a redelivery racing its original) record exceeded hours of the same
+    outlet and pollutant in overlapping transactions: the second waits for the first and
+    joins its case instead of failing or opening a duplicate."""
+    import threading
+
+    first = case_engine.connect()
+    tx = first.begin()
+    a = store.record_exceeded_hour(first, hour(T0), T0 + timedelta(minutes=1))
+    result: dict[str, object] = {}
+
+    def second() -> None:
+        try:
+            with case_engine.begin() as conn:
+                result["id"] = store.record_exceeded_hour(conn, hour(T0 + timedelta(hours=1)),
+                                                          T0 + timedelta(hours=1, minutes=1))
+        except Exception as e:  # reported below
+            result["error"] = e
+
+    t = threading.Thread(target=second)
+    t.start()
+    if case_engine.dialect.name == "postgresql":  # wait until it is blocked on our uncommitted case
+        with case_engine.connect() as watcher:
+            deadline = datetime.now(UTC) + timedelta(seconds=20)
+            while not watcher.execute(sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'")).scalar():
+                assert datetime.now(UTC) < deadline, "the second writer never waited for the first"
+                watcher.rollback()
+    # SQLite: BEGIN IMMEDIATE serialises the two transactions whenever the second one starts,
+    # so there is no state to wait for; the outcome must be the same.
+    tx.commit()
+    first.close()
+    t.join(30)
+    assert "error" not in result, result.get("error")
+    assert result["id"] == a
+    assert case(case_engine, a)["exceeded_hours"] == 2
+    with case_engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(cases)).scalar() == 1
