@@ -287,7 +287,7 @@ def transition(conn: Connection, case_id: int, to_state: str, by: str, note: str
     if not by or not by.strip():
         raise TransitionRefused(case_id, state, to_state, workflow.allowed_next(state, last_result),
                                 "a transition needs who made it (by)")
-    values = workflow.check_fields(case_id, t, fields, date, china_date(at))
+    values = workflow.check_fields(case_id, t, fields, date, china_date(at), last_result)
     when = date if date is not None else (china_date(at) if t.date else None)
     if "reinspect" in t.effects:  # the re-inspection cannot precede the order it checks
         served = _current_order_date(conn, case_id)

@@ -161,11 +161,11 @@ def find_transition(case_id: int | None, state: str, to_state: str, last_result:
 
 
 def check_fields(case_id: int | None, t: Transition, fields: dict[str, Any] | None, when: date | None,
-                 today: date) -> dict[str, Any]:
+                 today: date, last_result: str | None = None) -> dict[str, Any]:
     """The transition's fields, typed (strings from the CLI are parsed); refuses unknown,
     missing or malformed ones, a missing date, and a date in the future."""
     given = {k: v for k, v in (fields or {}).items() if v is not None and v != ""}
-    allowed = allowed_next(t.from_state) or []
+    allowed = allowed_next(t.from_state, last_result)
 
     def refuse(problem: str) -> TransitionRefused:
         return TransitionRefused(case_id, t.from_state, t.to_state, allowed, problem)

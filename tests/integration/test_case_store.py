@@ -558,3 +558,15 @@ def test_two_writers_opening_the_same_case_at_once_end_with_one_case(case_engine
     assert case(case_engine, a)["exceeded_hours"] == 2
     with case_engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(cases)).scalar() == 1
+
+
+def test_a_refusal_after_a_continuing_reinspection_names_only_the_loop(case_engine) -> None:
+    case_id = add(case_engine, hour(T0))
+    at = T0 + timedelta(days=30)
+    move(case_engine, case_id, "verified", at)
+    move(case_engine, case_id, "filed", at, fields={"case_number": "L-1"})
+    move(case_engine, case_id, "ordered", at, date=date(2026, 3, 5))
+    move(case_engine, case_id, "reinspected", at, date=date(2026, 3, 20), fields={"result": "refused"})
+    with pytest.raises(TransitionRefused, match="needs --date") as refused:
+        move(case_engine, case_id, "ordered", at)
+    assert refused.value.allowed == ["ordered"]
