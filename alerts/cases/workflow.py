@@ -1,10 +1,11 @@
 """The bureau's case workflow as data: states, the transitions allowed between them, what
 each transition requires, and what it sets in motion (domain/enforcement.md).
 
-    open 待核实 ─┬─> verified 已核实 ─┬─> filed 立案 ─┬─> ordered 责令改正 ──> reinspected 复查
-                 │                    │               │        ^                  │  │
-                 └─> dismissed 不予立案 <┘             │        └── continuing ────┘  │ corrected
-                                                      └─> closed 结案 <──────────────┘
+    open 待核实        -> verified 已核实 | dismissed 不予立案
+    verified 已核实    -> filed 立案 | dismissed 不予立案
+    filed 立案         -> ordered 责令改正 | closed 结案
+    ordered 责令改正   -> reinspected 复查
+    reinspected 复查   -> ordered (found continuing or refused: the loop) | closed (found corrected)
 
 The store (`store.transition`) looks a transition up here, checks its fields with
 `check_fields`, and applies its `effects` by name; nothing else decides what is allowed.
