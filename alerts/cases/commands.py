@@ -313,6 +313,8 @@ def _render(c: dict[str, Any]) -> str:
         mark = f" {h['mark_label']} (mark {h['mark_id']})" if h["mark_id"] else ""
         out.append(f"  {_cn(h['hour_end'])}  {_f(h['avg']):>6} {_f(h['avg_o2corr']):>8} {_f(h['o2']):>5} "
                    f"{h['valid_minutes']:>6}  {h['verdict']}{mark}")
+    for h in c["not_judged_hours"]:
+        out.append(f"  {_cn(h['hour_end'])}  not judged: {h['reason'] or '-'}")
     if c["marks"]:
         out.append("marks")
         for m in c["marks"]:

@@ -20,8 +20,8 @@ from sqlalchemy import Connection, select
 from alerts.cases import citations, workflow
 from alerts.cases.errors import CaseError, CaseNotFound
 from alerts.cases.marks import MARK_TYPES, Mark, list_marks
-from alerts.cases.schema import (TERMINAL_STATES, case_events, case_hours, cases, deadlines, enterprise_reports,
-                                 measures, penalties)
+from alerts.cases.schema import (TERMINAL_STATES, alert_hours, alerts, case_events, case_hours, cases, deadlines,
+                                 enterprise_reports, measures, penalties)
 from alerts.cases.timeutil import hour_china_date
 
 DEFAULT_URL_TEMPLATE = "http://127.0.0.1:9120/cases/{case_id}"
@@ -58,6 +58,7 @@ class CaseView:
     measures: list[dict[str, Any]]
     enterprise_reports: list[dict[str, Any]]
     citations: list[dict[str, Any]]  # the law in force on the day of the violation (citations.toml)
+    not_judged_hours: list[dict[str, Any]]  # the engine's not-judged hours within the episode, with the reason
     allowed_next: list[str]
 
     @property
@@ -88,7 +89,7 @@ class CaseView:
             "hours": hours, "url": self.url, "allowed_next": self.allowed_next, "overdue": self.overdue,
             "history": self.history, "marks": [m.to_json() for m in self.marks], "deadlines": self.deadlines,
             "penalties": self.penalties, "measures": self.measures, "enterprise_reports": self.enterprise_reports,
-            "citations": self.citations,
+            "citations": self.citations, "not_judged_hours": self.not_judged_hours,
         }
 
 
@@ -184,7 +185,25 @@ def _view(conn: Connection, row: Any, url_template: str, now: datetime) -> CaseV
         opened_at=row.opened_at, updated_at=row.updated_at, closed_at=row.closed_at,
         url=url_template.format(case_id=cid), hours=hours, history=history, marks=shown_marks, deadlines=dls,
         penalties=pens, measures=meas, enterprise_reports=reports, citations=cited,
+        not_judged_hours=_not_judged(conn, cid, hour_rows),
         allowed_next=workflow.allowed_next(row.status, last_reinspection_result(conn, cid)))
+
+
+def _not_judged(conn: Connection, case_id: int, hour_rows: list[Any]) -> list[dict[str, Any]]:
+    """Hours between the case's first and last recorded hour that the alert engine did not
+    judge (stopped, start-up, flagged, too few valid minutes, marked), from its `alert_hours`
+    for the alerts linked to this case: the gaps in the episode, shown with their reason."""
+    if not hour_rows:
+        return []
+    linked = select(alerts.c.fingerprint).where(alerts.c.case_id == case_id)
+    rows = conn.execute(select(alert_hours.c.hour_end, alert_hours.c.reason).where(
+        alert_hours.c.fingerprint.in_(linked), alert_hours.c.verdict == "not_judged",
+        alert_hours.c.hour_end >= hour_rows[0].hour_end, alert_hours.c.hour_end <= hour_rows[-1].hour_end)
+        .order_by(alert_hours.c.hour_end)).all()
+    seen: dict[str, dict[str, Any]] = {}
+    for r in rows:  # one entry per hour even if two linked alerts recorded it
+        seen.setdefault(r.hour_end.isoformat(), {"hour_end": r.hour_end.isoformat(), "reason": r.reason})
+    return list(seen.values())
 
 
 def last_reinspection_result(conn: Connection, case_id: int) -> str | None:

@@ -570,3 +570,25 @@ def test_a_refusal_after_a_continuing_reinspection_names_only_the_loop(case_engi
     with pytest.raises(TransitionRefused, match="needs --date") as refused:
         move(case_engine, case_id, "ordered", at)
     assert refused.value.allowed == ["ordered"]
+
+
+def test_hours_the_engine_did_not_judge_within_the_episode_are_shown_with_their_reason(case_engine) -> None:
+    case_id = add(case_engine, hour(T0), hour(T0 + timedelta(hours=3)))
+    with case_engine.begin() as conn:  # what the alert engine keeps for its stack_exceedance alert
+        conn.execute(sa.insert(metadata.tables["alerts"]).values(
+            fingerprint="fp1", rule="stack_exceedance", alertname="StackExceedance", labels={}, annotations={},
+            state="firing", case_id=case_id, updated_at=T0))
+        conn.execute(sa.insert(metadata.tables["alert_hours"]), [
+            {"fingerprint": "fp1", "hour_end": T0 - timedelta(hours=1), "verdict": "not_judged", "reason": "stopped"},
+            {"fingerprint": "fp1", "hour_end": T0, "verdict": "exceeded", "reason": None},
+            {"fingerprint": "fp1", "hour_end": T0 + timedelta(hours=1), "verdict": "not_judged", "reason": "flag F"},
+            {"fingerprint": "fp1", "hour_end": T0 + timedelta(hours=2), "verdict": "not_judged",
+             "reason": "valid_minutes 30 < 45"},
+            {"fingerprint": "fp1", "hour_end": T0 + timedelta(hours=3), "verdict": "exceeded", "reason": None},
+            {"fingerprint": "fp1", "hour_end": T0 + timedelta(hours=4), "verdict": "compliant", "reason": None},
+        ])
+    c = case(case_engine, case_id)
+    assert c["not_judged_hours"] == [
+        {"hour_end": (T0 + timedelta(hours=1)).isoformat(), "reason": "flag F"},
+        {"hour_end": (T0 + timedelta(hours=2)).isoformat(), "reason": "valid_minutes 30 < 45"}]
+    assert c["exceeded_hours"] == 2
