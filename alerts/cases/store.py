@@ -192,6 +192,8 @@ def record_measure(conn: Connection, case_id: int, kind: str, by: str, *, at: da
         key = workflow.measure_kind(kind)
     except ValueError as e:
         raise CaseError(str(e)) from None
+    if key in workflow.DATED_MEASURES and start is None:
+        raise CaseError(f"measure {kind} needs its start date")
     if start and end and end < start:
         raise CaseError(f"measure {kind} ends ({end}) before it starts ({start})")
     event_id = record_case_event(conn, case_id, at, by, "measure", event_date=start, note=note, refs=refs,

@@ -61,6 +61,12 @@ MEASURE_KINDS: dict[str, str] = {
 }
 
 
+# Measures that run over a period must say when they start (domain/enforcement.md: a limit,
+# a suspension, a seal each carry their dates; a limit lasts up to 3 months, a seal 30 days).
+DATED_MEASURES = frozenset({"order_to_correct", "production_limit", "suspension", "seal_seizure", "closure",
+                            "supervision"})
+
+
 def measure_kind(name: str) -> str:
     """The key of a measure given by key or by its Chinese name (`限产` -> production_limit)."""
     if name in MEASURE_KINDS:
@@ -236,11 +242,20 @@ def _parse_measures(value: Any) -> list[dict[str, Any]]:
         unknown = set(item) - {"kind", "start", "end", "doc_number", "description", "amount"}
         if unknown:
             raise ValueError(f"unknown measure keys {', '.join(sorted(unknown))}")
-        start = date.fromisoformat(item["start"]) if item.get("start") else None
-        end = date.fromisoformat(item["end"]) if item.get("end") else None
+        kind = measure_kind(str(item["kind"]))
+        start = _day(item.get("start"))
+        end = _day(item.get("end"))
+        if kind in DATED_MEASURES and start is None:
+            raise ValueError(f"measure {item['kind']} needs its start date (start: YYYY-MM-DD)")
         if start and end and end < start:
             raise ValueError(f"measure {item['kind']} ends ({end}) before it starts ({start})")
-        out.append({"kind": measure_kind(str(item["kind"])), "start": start, "end": end,
+        out.append({"kind": kind, "start": start, "end": end,
                     "doc_number": item.get("doc_number"), "description": item.get("description") or "",
                     "amount": float(item["amount"]) if item.get("amount") is not None else None})
     return out
+
+
+def _day(value: Any) -> date | None:
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, date) else date.fromisoformat(str(value))

@@ -193,3 +193,19 @@ def test_help_explains_the_workflow_and_the_mark_types() -> None:
     assert "--date required: date the order was served" in done.stdout
     marks_help = subprocess.run([AQPIPE, "marks", "add", "--help"], capture_output=True, text=True, timeout=60).stdout
     assert "停运" in marks_help and "exempting" in marks_help and "China time" in marks_help
+
+
+def test_the_cli_works_on_postgresql_from_a_plain_postgresql_url(tmp_path, postgresql_url) -> None:
+    plain = postgresql_url.replace("postgresql+psycopg://", "postgresql://")  # what an operator writes
+    env = {"AQPIPE_DATA_DIR": str(tmp_path / "data"), "AQPIPE_CASES__DATABASE_URL": plain}
+    pg = engine_for_url(postgresql_url)
+    migrate(pg)
+    try:
+        case_id = str(seed(pg))
+        done = run(env, "cases", "transition", case_id, "dismissed", "--by", "张三", "--field", "reason=CEMS 故障")
+        assert done.returncode == 0, done.stderr
+        listed = [json.loads(x) for x in run(env, "cases", "list", "--json").stdout.splitlines()]
+        assert [(o["id"], o["status"]) for o in listed] == [(int(case_id), "dismissed")]
+        assert not (tmp_path / "data" / "cases.sqlite").exists()
+    finally:
+        pg.dispose()
