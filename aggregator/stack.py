@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from aggregator.windows import DEFAULT_RULES
 from aqpipe.registry import Outlet
 
 FloatArray = NDArray[np.float64]
@@ -32,7 +33,7 @@ FloatArray = NDArray[np.float64]
 INVALID_FLAGS = frozenset({"C", "M", "D", "B"})
 NOT_RUNNING_FLAGS = frozenset({"F"})
 NOT_RUNNING_STATUS = frozenset({"stopped", "startup", "shutdown"})
-MIN_VALID_MINUTES = 45
+MIN_VALID_MINUTES = int(DEFAULT_RULES.hour_min_minutes)  # one 45-minute rule (windows.py), minute slots here
 
 # GB 13271-2014, mg/m³ at reference O2. Keys: (table number, fuel) -> pollutant -> limit.
 GB13271_2014: dict[tuple[int, str], dict[str, float]] = {

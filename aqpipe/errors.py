@@ -29,6 +29,9 @@ class Reason(StrEnum):
     HJ212_SYNTAX = "hj212_syntax"
     UNKNOWN_MN = "unknown_mn"
     WRITE_REJECTED = "write_rejected"
+    # Not the input's fault: handling it raised an unexpected exception (a bug). Kept with the
+    # exception text so that, once fixed, `aqpipe deadletter replay` stores it.
+    INTERNAL_ERROR = "internal_error"
 
 
 class RejectedReading(Exception):

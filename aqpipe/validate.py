@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from aqpipe.errors import Reason, RejectedReading
 from aqpipe.pollutants import FIELDS, NEGATIVE_NOISE, NON_NEGATIVE
@@ -16,9 +17,12 @@ FLAGS = frozenset("NFMSDCTB")
 class Validator:
     """Time window and physical-range checks, shared by the JSON and HJ 212 decoders."""
 
-    def __init__(self, future_tolerance_s: float = 300, retention_days: float = 400) -> None:
+    def __init__(self, future_tolerance_s: float = 300, retention_days: float = 400,
+                 negative_noise: Mapping[str, float] | None = None) -> None:
         self.future_ns = int(future_tolerance_s * NS)
         self.retention_ns = int(retention_days * 86400 * NS)
+        # Canonical unit -> how far below zero a concentration may read (ingest.negative_noise*).
+        self.negative_noise = dict(NEGATIVE_NOISE if negative_noise is None else negative_noise)
 
     def check(self, reading: Reading, now_ns: int) -> None:
         if reading.time_ns > now_ns + self.future_ns:
@@ -45,7 +49,7 @@ class Validator:
                 raise RejectedReading(Reason.NOT_FINITE, f"{name} is {value}")
             if value < 0:
                 base = _base_name(name)
-                noise = NEGATIVE_NOISE.get(units.get(base, ""))
+                noise = self.negative_noise.get(units.get(base, ""))
                 if noise is not None and value < -noise:
                     raise RejectedReading(Reason.NEGATIVE, f"{name} = {value} is below -{noise} (sensor noise)")
                 if base in NON_NEGATIVE:

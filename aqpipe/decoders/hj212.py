@@ -24,7 +24,7 @@ from aqpipe.registry import Registry
 # --------------------------------------------------------------------------- tables
 
 BEIJING = timezone(timedelta(hours=8))  # HJ 212 times are Beijing time, no DST
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # Data upload commands -> the suffix that carries the main value.
 DATA_COMMANDS: dict[str, str] = {
@@ -57,7 +57,7 @@ NUMERIC_SUFFIXES = frozenset(_REALTIME_SUFFIXES) | frozenset(_INTERVAL_SUFFIXES)
 # meaning across vendors, and the data flag already says whether the value is
 # usable); SampleTime is the water-sampler's sampling time, meaningless for the
 # continuous gas/dust analysers and ambient monitors this pipeline stores.
-_IGNORED_SUFFIXES = frozenset({"EFlag", "SampleTime"})
+IGNORED_SUFFIXES = _IGNORED_SUFFIXES = frozenset({"EFlag", "SampleTime"})
 
 # Data flags (HJ 212-2017 table): N normal, F plant stopped, M maintenance,
 # S manually set, D fault, C calibration, T over range, B comms fault.
@@ -107,6 +107,13 @@ _FIELD_NAMES: dict[str, dict[str, dict[str, str]]] = {
     cn: {code: {sfx: name + end for sfx, end in suffixes.items()} for code, name in POLLUTANT_FIELDS.items()}
     for cn, suffixes in SUFFIX_FIELDS.items()
 }
+
+
+
+def field_names(cn: str) -> dict[str, dict[str, str]] | None:
+    """code -> suffix -> stored field name for data command `cn`; None if `cn` uploads no data."""
+    return _FIELD_NAMES.get(cn)
+
 
 # Header fields of the data segment, before CP. Anything else is a syntax error.
 _HEADER_KEYS = frozenset({"QN", "ST", "CN", "PW", "MN", "Flag", "PNUM", "PNO"})
