@@ -19,7 +19,7 @@ from sqlalchemy import Connection, and_, or_, select
 
 from alerts.cases.audit import record_case_event, record_mark_event
 from alerts.cases.errors import MarkError, MarkNotFound
-from alerts.cases.schema import case_hours, cases, mark_events, marks
+from alerts.cases.schema import TERMINAL_STATES, case_hours, cases, mark_events, marks
 from alerts.cases.timeutil import require_aware
 
 HOUR = timedelta(hours=1)
@@ -211,8 +211,11 @@ def hour_exemption(conn: Connection, outlet: str, pollutant: str, hour_end: date
 
 
 def _reevaluate(conn: Connection, mark: Mark, by: str, at: datetime) -> list[dict[str, Any]]:
-    """Re-judge every case hour this mark's interval touches; audit each change on its case."""
-    covered = [cases.c.outlet == mark.outlet, case_hours.c.hour_end > mark.start]
+    """Re-judge every hour of a running case this mark's interval touches; audit each change on its case."""
+    # Cases that ended (dismissed, closed) keep the evidence they were decided on: a mark
+    # entered or withdrawn afterwards is audited on the mark, not applied to them.
+    covered = [cases.c.outlet == mark.outlet, case_hours.c.hour_end > mark.start,
+               cases.c.status.not_in(TERMINAL_STATES)]
     if mark.pollutant is not None:
         covered.append(cases.c.pollutant == mark.pollutant)
     if mark.end is not None:

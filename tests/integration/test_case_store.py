@@ -592,3 +592,18 @@ def test_hours_the_engine_did_not_judge_within_the_episode_are_shown_with_their_
         {"hour_end": (T0 + timedelta(hours=1)).isoformat(), "reason": "flag F"},
         {"hour_end": (T0 + timedelta(hours=2)).isoformat(), "reason": "valid_minutes 30 < 45"}]
     assert c["exceeded_hours"] == 2
+
+
+def test_a_mark_entered_after_a_case_ended_does_not_rewrite_its_evidence(case_engine) -> None:
+    case_id = add(case_engine, hour(T0))
+    move(case_engine, case_id, "dismissed", T0 + timedelta(days=1), fields={"reason": "企业已整改"})
+    before = case(case_engine, case_id)
+    with case_engine.begin() as conn:
+        m = marks.add_mark(conn, outlet="TS-GAS-01", pollutant=None, type="故障", start=T0 - timedelta(hours=1),
+                           end=T0, reason="补录故障标记", by="企业", at=T0 + timedelta(days=2))
+    after = case(case_engine, case_id)
+    assert (after["hours"], after["exceeded_hours"], after["history"]) == (
+        before["hours"], before["exceeded_hours"], before["history"])
+    assert [mk["id"] for mk in after["marks"]] == [m.id]  # shown, so an inspector sees it came late
+    with case_engine.connect() as conn:
+        assert marks.mark_history(conn, m.id)[0]["data"]["hours"] == []
