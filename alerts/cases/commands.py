@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +259,13 @@ def _cn(iso: str | None) -> str:
     return datetime.fromisoformat(iso).astimezone(CHINA).strftime("%Y-%m-%d %H:%M")
 
 
+def _hour(hour_end: str) -> str:
+    """The hour ending at `hour_end` as the bureau reads it: 2026-03-01 09:00–10:00 (China time)."""
+    end = datetime.fromisoformat(hour_end).astimezone(CHINA)
+    start = end - timedelta(hours=1)
+    return f"{start:%Y-%m-%d %H:%M}–{end:%H:%M}"
+
+
 def _url(cfg: Config) -> str:
     return cfg.alerts.case_url_template
 
@@ -308,13 +315,13 @@ def _render(c: dict[str, Any]) -> str:
     if c["outcome"]:
         out.append(f"  outcome       {c['outcome']}")
     out.append(f"  next          {', '.join(c['allowed_next']) or '(ended)'}")
-    out.append("hours (end, CST)   avg    O2-corr   O2   valid  verdict")
-    for h in c["hours"]:
-        mark = f" {h['mark_label']} (mark {h['mark_id']})" if h["mark_id"] else ""
-        out.append(f"  {_cn(h['hour_end'])}  {_f(h['avg']):>6} {_f(h['avg_o2corr']):>8} {_f(h['o2']):>5} "
-                   f"{h['valid_minutes']:>6}  {h['verdict']}{mark}")
-    for h in c["not_judged_hours"]:
-        out.append(f"  {_cn(h['hour_end'])}  not judged: {h['reason'] or '-'}")
+    out.append(f"  {'hour (CST)':<22}  {'avg':>6} {'O2-corr':>8} {'O2 %':>5} {'valid':>6}  verdict")
+    rows = [(h["hour_end"], f"{_f(h['avg']):>6} {_f(h['avg_o2corr']):>8} {_f(h['o2']):>5} {h['valid_minutes']:>6}  "
+                            f"{h['verdict']}" + (f" {h['mark_label']} (mark {h['mark_id']})" if h["mark_id"] else ""))
+            for h in c["hours"]]
+    rows += [(h["hour_end"], f"{'':>28}  not judged: {h['reason'] or '-'}") for h in c["not_judged_hours"]]
+    for hour_end, text in sorted(rows):
+        out.append(f"  {_hour(hour_end)}  {text}")
     if c["marks"]:
         out.append("marks")
         for m in c["marks"]:
