@@ -30,3 +30,22 @@ def test_an_unsupported_database_is_a_config_error_naming_the_key() -> None:
     with pytest.raises(ConfigError, match="must be sqlite:///PATH or postgresql://") as e:
         load_config(None, {"AQPIPE_CASES__DATABASE_URL": "mysql://u@h/db"})
     assert e.value.key == "cases.database_url"
+
+
+def test_the_sqlite_file_is_durable_and_checks_foreign_keys(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from alerts.cases.db import make_engine, migrate
+
+    engine = make_engine(load_config(None, {"AQPIPE_DATA_DIR": str(tmp_path / "fresh" / "dir")}))
+    assert migrate(engine) == ["0001_initial"] and migrate(engine) == []
+    with engine.connect() as conn:
+        pragmas = {p: conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in ("journal_mode", "synchronous",
+                                                                              "foreign_keys")}
+    assert pragmas == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1}  # 2 = FULL
+    with pytest.raises(sa.exc.IntegrityError):
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO case_hours (case_id, hour_end, valid_minutes, exceeded, minutes, "
+                                 "recorded_at, updated_at) VALUES (42, '2026-03-01', 60, 1, '[]', '2026-03-01', "
+                                 "'2026-03-01')")
+    engine.dispose()
