@@ -64,6 +64,13 @@ def transition(conn: Connection, case_id: int, to_state: str, by: str, note: str
         if served is not None and when < served:
             raise TransitionRefused(case_id, state, to_state, workflow.allowed_next(state, last_result),
                                     f"the re-inspection day {when} is before the order was served ({served})")
+    # Acts whose date is required (orders, re-inspections: the daily penalty counts on them)
+    # must follow one another; optional dates default to today and may be entered late.
+    previous = _last_dated_act(conn, case_id) if t.date == "required" else None
+    if previous is not None and when < previous[1]:
+        raise TransitionRefused(case_id, state, to_state, workflow.allowed_next(state, last_result),
+                                f"the {t.date_meaning} {when} is before the previous act "
+                                f"({previous[0]} on {previous[1]}): dates follow the workflow")
     if "file" in t.effects:
         taken = conn.execute(select(cases.c.id).where(cases.c.case_number == values["case_number"])).first()
         if taken is not None:
@@ -80,6 +87,14 @@ def transition(conn: Connection, case_id: int, to_state: str, by: str, note: str
     for effect in t.effects:
         _EFFECTS[effect](act)
     return get_case(conn, case_id, url_template)
+
+
+def _last_dated_act(conn: Connection, case_id: int) -> tuple[str, date] | None:
+    dated = {t.to_state for t in workflow.TRANSITIONS if t.date == "required"}
+    row = conn.execute(select(case_events.c.to_state, case_events.c.event_date).where(
+        case_events.c.case_id == case_id, case_events.c.action == "transition", case_events.c.to_state.in_(dated))
+        .order_by(case_events.c.id.desc()).limit(1)).first()
+    return (row.to_state, row.event_date) if row else None
 
 
 def _current_order_date(conn: Connection, case_id: int) -> date | None:

@@ -380,6 +380,8 @@ def test_a_discharge_stopped_by_a_suspension_has_no_daily_penalty(case_engine) -
     (["verified", "filed", "ordered"], "reinspected", {"date": date(2026, 3, 1), "fields": {"result": "corrected"}},
      "before the order was served"),
     (["verified", "filed", "ordered"], "closed", {"fields": {"outcome": "x"}}, "ordered -> closed is not"),
+    (["verified", "filed", "ordered"], "reinspected", {"date": date(2026, 3, 4), "fields": {"result": "corrected"}},
+     "before the order was served \\(2026-03-05\\)"),
 ])
 def test_a_transition_not_allowed_is_refused_with_the_allowed_states(case_engine, steps, to, kwargs, problem) -> None:
     case_id = add(case_engine, hour(T0))
@@ -570,6 +572,8 @@ def test_a_refusal_after_a_continuing_reinspection_names_only_the_loop(case_engi
     with pytest.raises(TransitionRefused, match="needs --date") as refused:
         move(case_engine, case_id, "ordered", at)
     assert refused.value.allowed == ["ordered"]
+    with pytest.raises(TransitionRefused, match="is before the previous act \\(reinspected on 2026-03-20\\)"):
+        move(case_engine, case_id, "ordered", at, date=date(2026, 3, 19))
 
 
 def test_hours_the_engine_did_not_judge_within_the_episode_are_shown_with_their_reason(case_engine) -> None:
