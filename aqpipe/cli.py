@@ -12,6 +12,7 @@ import sys
 from aggregator import aqi_cli
 from aggregator import commands as aggregator_commands
 from aggregator.service import AggregatorService
+from alerts.cases import commands as cases_commands
 from aqpipe import check_config, logs, simulator
 from aqpipe.cliutil import add_common, load_or_exit
 from aqpipe.decoders import hj212_cli
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.register(sub, add_common)
     hj212_cli.register(sub)
     aqi_cli.register(sub)
+    cases_commands.register(sub, add_common)
     return parser
 
 

@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from aqpipe.errors import ConfigError
 
@@ -176,6 +176,14 @@ class CasesConfig(_Section):
     database_url: str | None = None  # default: sqlite file DATA_DIR/cases.sqlite; postgresql://... for a bureau
     reinspection_days: int = Field(30, ge=1)  # re-inspection due this many days after an order is served (MEP Order 28)
     enterprise_report_hours: float = Field(48.0, gt=0)  # the enterprise's exceedance report is due this long after a case opens
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")):
+            raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST[:PORT]/DB (PostgreSQL through "
+                             f"psycopg 3), got {url.split('://')[0]}://...")
+        return url
 
 
 class WebConfig(_Section):
