@@ -12,6 +12,7 @@ import sys
 from aggregator import aqi_cli
 from aggregator import commands as aggregator_commands
 from aggregator.service import AggregatorService
+from alerts import rules as alert_rules
 from aqpipe import check_config, logs, simulator
 from aqpipe.cliutil import add_common, load_or_exit
 from aqpipe.decoders import hj212_cli
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     ingest_commands.register(sub, add_common)
     _register_run(sub)
-    check_config.register(sub, add_common)
+    check_config.register(sub, add_common, checks=[alert_rules.check_rules])
     aggregator_commands.register(sub, add_common)
     hj212_gateway.register(sub, add_common)
     simulator.register(sub, add_common)
