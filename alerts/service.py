@@ -1,0 +1,319 @@
+"""`aqpipe alerts`: derived records in, alerts and enforcement cases out.
+
+Threads: paho's network loop queues each message; the worker evaluates it in one database
+transaction (alert state, verdicts, case hours) and acknowledges it only after the commit;
+the sender delivers committed changes (the outbox: alerts with `last_sent_at` NULL) to every
+channel and re-posts firing alerts to Alertmanager every `alerts.resend_s`; the checker runs
+the timer rules (overdue case deadlines, silence, stuck values, the daily valid-data rate).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import paho.mqtt.client as paho
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from alerts import metrics
+from alerts.cases import schema, store
+from alerts.cases.db import make_engine, migrate
+from alerts.engine import AlertEngine, Effects, due_for_resend, load_alerts, mark_sent, notification, unsent
+from alerts.lifecycle import fingerprint
+from alerts.notify import Delivery, Notifier, RetryPolicy
+from alerts.notify.alertmanager import AlertmanagerNotifier
+from alerts.notify.influx import InfluxNotifier
+from alerts.notify.mqtt import MqttNotifier
+from alerts.notify.webhook import WebhookNotifier, read_secret
+from alerts.rules import rules_for
+from alerts.sources import InfluxSource
+from aqpipe.config import Config
+from aqpipe.influx import InfluxQL, QueryError, make_writer
+from aqpipe.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
+from aqpipe.registry import Registry
+
+log = logging.getLogger("aqpipe.alerts")
+CHINA = timezone(timedelta(hours=8))
+STACK_POLLUTANTS = ("so2", "nox", "pm", "hg", "co")
+
+
+def subscriptions(prefix: str) -> list[str]:
+    return [f"{prefix}/derived/stack/+", f"{prefix}/derived/aqi/+", f"{prefix}/status/+"]
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+class AlertsService:
+    def __init__(self, cfg: Config, clock=time.time) -> None:
+        self.cfg = cfg
+        self.acfg = cfg.alerts
+        self.clock = clock
+        self.rules = rules_for(cfg)
+        self.registry = Registry.load(cfg.registry_path)
+        self.db = make_engine(cfg)
+        migrate(self.db)
+        self.source = InfluxSource(InfluxQL.from_config(cfg.influx))
+        self.engine = AlertEngine(self.rules, self.registry, self.acfg.case_url_template, minutes=self.source,
+                                  aqi_history=self.source.aqi_history,
+                                  policy=store.CasePolicy.from_config(cfg.cases))
+        self.client = make_client(cfg.mqtt, client_id=self.acfg.client_id, manual_ack=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.delivery = Delivery(RetryPolicy(self.acfg.notify_attempts, self.acfg.notify_backoff_s))
+        self.alertmanager = (AlertmanagerNotifier(self.acfg.alertmanager_url, self.acfg.notify_timeout_s)
+                             if self.acfg.alertmanager_url else None)
+        self.channels: list[Notifier] = [n for n in [
+            self.alertmanager,
+            WebhookNotifier(self.acfg.webhook_url, read_secret(self.acfg.webhook_secret_file), self.acfg.notify_timeout_s)
+            if self.acfg.webhook_url else None,
+            MqttNotifier(self.client, cfg.mqtt.topic_prefix, self.acfg.notify_timeout_s) if self.acfg.mqtt_publish else None,
+            InfluxNotifier(make_writer(cfg.influx)) if self.acfg.influx_events else None,
+        ] if n is not None]
+        self._generation = 0
+        self._accepting = True
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._worker = threading.Thread(target=self._work_loop, name="aqpipe-alerts-worker", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name="aqpipe-alerts-sender", daemon=True)
+        self._checker = threading.Thread(target=self._check_loop, name="aqpipe-alerts-checker", daemon=True)
+        self.connected = threading.Event()
+        self.device_status: dict[str, str] = {}
+        self.received = 0
+        self.processed = 0  # committed and acknowledged
+        self.rejected = 0
+        self.notified = 0
+        self.failed_sends = 0
+        self.cases_touched: set[int] = set()
+        self._valid_rate_day: date | None = None
+        self.last_check: float = 0.0
+
+    # --- MQTT (network thread) ---
+    def _on_connect(self, client: paho.Client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("event=mqtt_connect_refused reason=%r", str(reason_code))
+            return
+        self._generation += 1
+        metrics.MQTT_CONNECTED.set(1)
+        filters = subscriptions(self.cfg.mqtt.topic_prefix)
+        client.subscribe([(f, paho.SubscribeOptions(qos=1)) for f in filters])
+        log.info("event=mqtt_connected client_id=%s session_present=%s subscriptions=%s",
+                 self.acfg.client_id, flags.session_present, ",".join(filters))
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        on_suback(reason_codes, self.connected, log)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        on_disconnected(client, reason_code, self.connected, metrics.MQTT_CONNECTED, log, expected=not self._accepting)
+
+    def _on_message(self, client: paho.Client, userdata, msg: paho.MQTTMessage) -> None:
+        if not self._accepting:
+            return  # unacked: redelivered to our next session
+        self.received += 1
+        self._queue.put((msg.topic, msg.payload, (self._generation, msg.mid, msg.qos), time.monotonic()))
+
+    # --- worker: evaluate, commit, then ack ---
+    def _work_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            topic, payload, token, arrived = item
+            failures = 0
+            while True:
+                try:
+                    effects = self.handle(topic, payload)
+                    break
+                except (SQLAlchemyError, QueryError) as e:
+                    # the database or InfluxDB (minute evidence) is unreachable: nothing was
+                    # committed; keep the message unacked and try again, in order
+                    failures += 1
+                    kind = "database" if isinstance(e, SQLAlchemyError) else "influx"
+                    metrics.ERRORS.labels(kind).inc()
+                    delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                    log.warning("event=record_failed kind=%s topic=%s delay_s=%.1f detail=%r", kind, topic, delay,
+                                str(e)[:200])
+                    if self._stop.wait(delay):
+                        return  # shutting down: unacked, the broker redelivers it
+            ack_durable(self.client, [token], self._generation)
+            self.processed += 1
+            metrics.RECORD_SECONDS.observe(time.monotonic() - arrived)
+            if effects.changed:
+                self._wake.set()
+            self.cases_touched |= effects.cases
+
+    def handle(self, topic: str, payload: bytes) -> Effects:
+        """The effect of one message, committed in one transaction (or nothing, for bad input)."""
+        parts = topic.split("/")
+        if len(parts) >= 2 and parts[-2] == "status":
+            self.device_status[parts[-1]] = payload.decode("utf-8", "replace").strip()
+            return Effects()
+        try:
+            record: dict[str, Any] = json.loads(payload)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            self.rejected += 1
+            log.warning("event=record_rejected topic=%s detail=%r", topic, str(e)[:200])
+            return Effects()
+        now = _utc(self.clock())
+        try:
+            with self.db.begin() as conn:
+                if "/derived/stack/" in topic:
+                    return self.engine.stack_record(conn, record, now)
+                if "/derived/aqi/" in topic:
+                    return self.engine.aqi_record(conn, record, now)
+        except (KeyError, ValueError, TypeError) as e:
+            self.rejected += 1  # a record that is not what the aggregator publishes: rolled back, acked
+            log.warning("event=record_rejected topic=%s detail=%r", topic, str(e)[:200])
+        return Effects()
+
+    # --- sender: the outbox, and Alertmanager's resends ---
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(min(1.0, self.acfg.resend_s / 4))
+            self._wake.clear()
+            try:
+                self.send_once()
+            except SQLAlchemyError as e:
+                metrics.ERRORS.labels("database").inc()
+                log.warning("event=send_failed detail=%r", str(e)[:200])
+                self._stop.wait(2.0)
+
+    def send_once(self) -> int:
+        """Deliver committed changes to every channel; re-post firing alerts due for a resend."""
+        now = _utc(self.clock())
+        with self.db.begin() as conn:
+            changes = unsent(conn)
+            resend = due_for_resend(conn, now, self.acfg.resend_s) if self.alertmanager else []
+        sent = 0
+        if changes:
+            batch = [notification(st) for st in changes]
+            ok = all([self.delivery.deliver(ch, batch) for ch in self.channels])
+            if ok:
+                with self.db.begin() as conn:
+                    mark_sent(conn, [(st.fingerprint, st.updated_at) for st in changes], now)
+                sent += len(changes)
+                self.notified += len(changes)
+            else:
+                self.failed_sends += len(changes)  # stays in the outbox: tried again next round
+        if resend and self.alertmanager is not None:
+            if self.delivery.deliver(self.alertmanager, [notification(st) for st in resend]):
+                with self.db.begin() as conn:
+                    mark_sent(conn, [(st.fingerprint, st.updated_at) for st in resend], now)
+        return sent
+
+    # --- checker: timer rules ---
+    def _check_loop(self) -> None:
+        while not self._stop.wait(0 if self.last_check == 0 else self.acfg.dq_interval_s):
+            try:
+                effects = self.check_once()
+            except (SQLAlchemyError, QueryError) as e:
+                metrics.ERRORS.labels("check").inc()
+                log.warning("event=check_failed detail=%r", str(e)[:200])
+                effects = Effects()
+            self.last_check = self.clock()
+            if effects.changed:
+                self._wake.set()
+
+    def check_once(self) -> Effects:
+        now = _utc(self.clock())
+        effects = Effects()
+        with self.db.begin() as conn:
+            effects.add(self.engine.deadlines(conn, now))
+        for rule in self.rules.of_kind("silence"):
+            window = max(timedelta(days=1), timedelta(minutes=2 * rule.minutes))
+            seen, stopped = self.source.last_seen(rule.measurement, window)
+            with self.db.begin() as conn:
+                effects.add(self.engine.silence(conn, rule, seen, stopped, now))
+        for rule in self.rules.of_kind("stuck"):
+            series = self.source.recent_values(rule.measurement, rule.fields, rule.readings, timedelta(days=1))
+            with self.db.begin() as conn:
+                effects.add(self.engine.stuck(conn, rule, series, now))
+        effects.add(self._valid_rate(now))
+        for rule in self.rules.rules:
+            with self.db.begin() as conn:
+                metrics.FIRING.labels(rule.name).set(len(load_alerts(conn, rule.name, ["firing"])))
+        return effects
+
+    def _valid_rate(self, now: datetime) -> Effects:
+        """Judge yesterday's (China date) valid-data rate of every outlet, once a day, from the
+        stack_exceedance verdicts kept in alert_hours (valid = judged; stopped = not due)."""
+        effects = Effects()
+        yesterday = (now.astimezone(CHINA) - timedelta(days=1)).date()
+        stack_rules = self.rules.of_kind("stack_exceedance")
+        if self._valid_rate_day == yesterday or not stack_rules:
+            return effects
+        start = datetime(yesterday.year, yesterday.month, yesterday.day, tzinfo=CHINA).astimezone(timezone.utc)
+        end = start + timedelta(days=1)
+        sr = stack_rules[0]
+        t = schema.alert_hours
+        with self.db.begin() as conn:
+            for rule in self.rules.of_kind("valid_rate"):
+                for outlet in self.registry.outlets.values():
+                    fps = [fingerprint(sr.name, {"alertname": sr.alertname, "rule": sr.name, "outlet": outlet.id,
+                                                 "pollutant": p, "enterprise": outlet.enterprise, "team": sr.team,
+                                                 "severity": sr.severity}) for p in STACK_POLLUTANTS]
+                    rows = conn.execute(select(t.c.hour_end, t.c.verdict, t.c.reason).where(
+                        t.c.fingerprint.in_(fps), t.c.hour_end > start, t.c.hour_end <= end)).all()
+                    if not rows:
+                        continue  # no data at all that day: the silence rule speaks for it
+                    hours = [{"time": r.hour_end.isoformat(),
+                              "valid_minutes": 60 if r.verdict != "not_judged" else 0,
+                              "not_running_minutes": 60 if (r.reason or "").startswith("stopped") else 0} for r in rows]
+                    effects.add(self.engine.valid_rate(conn, rule, outlet.id, end, hours, now))
+        self._valid_rate_day = yesterday
+        return effects
+
+    # --- lifecycle ---
+    def start(self) -> None:
+        self._worker.start()
+        self._sender.start()
+        self._checker.start()
+        self.client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive_s,
+                                  clean_start=False, properties=connect_properties(self.cfg.mqtt))
+        self.client.loop_start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop consuming, finish (commit and ack) what was received, deliver, disconnect."""
+        self._accepting = False
+        self._queue.put(None)
+        self._worker.join(timeout_s)
+        self._stop.set()
+        self.delivery.stop.set()  # no waiting between retries now
+        self._wake.set()
+        self._sender.join(timeout_s)
+        self._checker.join(timeout_s)
+        try:
+            self.delivery.stop.clear()
+            self.send_once()  # what the last records changed
+        except SQLAlchemyError:
+            pass
+        self.client.disconnect()
+        self.client.loop_stop()
+        for ch in self.channels:
+            ch.close()
+        self.db.dispose()
+        log.info("event=stopped received=%d processed=%d notified=%d", self.received, self.processed, self.notified)
+
+    def ready(self) -> tuple[bool, str]:
+        return (True, "ok") if self.connected.is_set() else (False, "alerts: mqtt not connected")
+
+    def status_line(self) -> str:
+        with self.db.connect() as conn:
+            firing = len(load_alerts(conn, states=["firing"]))
+            outbox = len(unsent(conn))
+        return (f"received={self.received} processed={self.processed} rejected={self.rejected} firing={firing} "
+                f"notified={self.notified} outbox={outbox} cases={len(self.cases_touched)} "
+                f"mqtt={'up' if self.connected.is_set() else 'down'} "
+                f"alertmanager={'on' if self.alertmanager else 'off'}")

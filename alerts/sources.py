@@ -1,0 +1,87 @@
+"""What the engine reads from InfluxDB (InfluxQL): the minute data behind a stack hour (the
+case's evidence), a stack hour's rollup, a station's hourly AQI history, and the inputs of
+the data-quality checks (last reading per device, recent values)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from aqpipe.influx import InfluxQL
+
+NS = 1_000_000_000
+HOUR = timedelta(hours=1)
+CHINA = timezone(timedelta(hours=8))
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _ns(t: datetime) -> int:
+    return int(t.timestamp()) * NS
+
+
+def _time(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / NS, timezone.utc)
+
+
+class InfluxSource:
+    def __init__(self, query: InfluxQL) -> None:
+        self.q = query
+
+    def minutes(self, outlet: str, pollutant: str, hour_end: datetime) -> list[dict[str, Any]]:
+        """The readings of the hour (hour_end - 1 h, hour_end], oldest first: time (China), the
+        pollutant's value, O2, the pollutant's flag (N when none) and the plant status."""
+        rows = self.q.rows(f"SELECT * FROM stack WHERE outlet = {_lit(outlet)} AND time > {_ns(hour_end - HOUR)} "
+                           f"AND time <= {_ns(hour_end)}")
+        out = []
+        for r in sorted(rows, key=lambda r: r["time"]):
+            m = {"time": _time(r["time"]).astimezone(CHINA).isoformat(), "value": r.get(pollutant), "o2": r.get("o2"),
+                 "flag": r.get(f"{pollutant}_flag") or "N"}
+            if r.get("status"):
+                m["status"] = r["status"]
+            out.append(m)
+        return out
+
+    def hourly(self, outlet: str, pollutant: str, hour_end: datetime) -> dict[str, Any] | None:
+        """The aggregator's `stack_hourly` point of that hour, shaped like its derived record."""
+        rows = self.q.rows(f'SELECT avg, avg_o2corr, "limit", limit_source, exceeded, valid_minutes FROM stack_hourly '
+                           f"WHERE outlet = {_lit(outlet)} AND pollutant = {_lit(pollutant)} AND time = {_ns(hour_end)}")
+        if not rows:
+            return None
+        r = rows[0]
+        return {"outlet": outlet, "pollutant": pollutant, "time": hour_end.isoformat(), "avg": r.get("avg"),
+                "avg_o2corr": r.get("avg_o2corr"), "limit": r.get("limit"), "limit_source": r.get("limit_source"),
+                "exceeded": r.get("exceeded"), "valid_minutes": r.get("valid_minutes") or 0}
+
+    def aqi_history(self, station: str, standard: str, hour_end: datetime, hours: int) -> list[float | None]:
+        """Hourly AQI of the `hours` + 1 hours ending at hour_end, oldest first, None where missing."""
+        start = hour_end - hours * HOUR
+        rows = self.q.rows(f"SELECT aqi FROM aqi_hourly WHERE station = {_lit(station)} AND standard = {_lit(standard)} "
+                           f"AND time >= {_ns(start)} AND time <= {_ns(hour_end)}")
+        by_t = {int(r["time"]): r.get("aqi") for r in rows}
+        return [by_t.get(_ns(start + i * HOUR)) for i in range(hours + 1)]
+
+    def last_seen(self, measurement: str, window: timedelta) -> tuple[dict[str, datetime], set[str]]:
+        """Per device: the time of its last reading within `window`, and the devices whose last
+        reading says the plant is stopped (status stopped)."""
+        key = "outlet" if measurement == "stack" else "station"
+        rows = self.q.rows(f"SELECT * FROM {measurement} WHERE time > now() - {int(window.total_seconds())}s "
+                           f"GROUP BY {key} ORDER BY time DESC LIMIT 1")
+        seen = {str(r[key]): _time(r["time"]) for r in rows}
+        stopped = {str(r[key]) for r in rows if r.get("status") == "stopped"}
+        return seen, stopped
+
+    def recent_values(self, measurement: str, fields: list[str], n: int,
+                      window: timedelta) -> dict[tuple[str, str], list[float | None]]:
+        """The last `n` readings of each field per device, oldest first."""
+        key = "outlet" if measurement == "stack" else "station"
+        cols = ", ".join(f'"{f}"' for f in fields)
+        rows = self.q.rows(f"SELECT {cols} FROM {measurement} WHERE time > now() - {int(window.total_seconds())}s "
+                           f"GROUP BY {key} ORDER BY time DESC LIMIT {n}")
+        out: dict[tuple[str, str], list[float | None]] = {}
+        for r in rows:
+            for f in fields:
+                out.setdefault((str(r[key]), f), []).append(r.get(f))
+        return {k: list(reversed(v)) for k, v in out.items() if any(x is not None for x in v)}
