@@ -77,11 +77,16 @@ class InfluxSource:
                       window: timedelta) -> dict[tuple[str, str], list[float | None]]:
         """The last `n` readings of each field per device, oldest first."""
         key = "outlet" if measurement == "stack" else "station"
-        cols = ", ".join(f'"{f}"' for f in fields)
+        cols = ", ".join(f'"{f}", "{f}_flag"' for f in fields)
+        if measurement == "stack":
+            cols += ', "status"'
         rows = self.q.rows(f"SELECT {cols} FROM {measurement} WHERE time > now() - {int(window.total_seconds())}s "
                            f"GROUP BY {key} ORDER BY time DESC LIMIT {n}")
         out: dict[tuple[str, str], list[float | None]] = {}
         for r in rows:
+            # a plant that is not running, or a flagged value, legitimately repeats itself
+            not_running = r.get("status") in ("stopped", "startup", "shutdown")
             for f in fields:
-                out.setdefault((str(r[key]), f), []).append(r.get(f))
+                flagged = r.get(f"{f}_flag") not in (None, "", "N")
+                out.setdefault((str(r[key]), f), []).append(None if not_running or flagged else r.get(f))
         return {k: list(reversed(v)) for k, v in out.items() if any(x is not None for x in v)}
