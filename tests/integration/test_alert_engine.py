@@ -1,5 +1,6 @@
-"""alerts/engine.py on a real (SQLite) case database: derived stack records in, alert state,
-case hours and the outbox out. Minute data comes from a fixed table (no InfluxDB here)."""
+"""alerts/engine.py on a real case database (SQLite file and PostgreSQL): derived stack
+records in, alert state, case hours and the outbox out. Minute data comes from a fixed
+table (no InfluxDB here)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from alerts.cases import store
-from alerts.cases.db import engine_for_url, migrate
 from alerts.cases.marks import add_mark
 from alerts.engine import AlertEngine, load_alert, load_alerts, mark_sent, unsent
 from alerts.lifecycle import fingerprint
@@ -42,12 +42,12 @@ def record(hour_end: datetime, corr: float = 62.0, exceeded: bool | None = True,
             "valid_minutes": valid, "not_running_minutes": not_running}
 
 
+pytestmark = pytest.mark.integration
+
+
 @pytest.fixture
-def db(tmp_path):
-    engine = engine_for_url(f"sqlite:///{tmp_path / 'cases.sqlite'}")
-    migrate(engine)
-    yield engine
-    engine.dispose()
+def db(case_engine):
+    return case_engine
 
 
 def make_engine(rules=None) -> AlertEngine:
