@@ -56,6 +56,11 @@ def china(t: datetime) -> str:
     return t.astimezone(CHINA).strftime("%Y-%m-%d %H:%M")
 
 
+def china_hour(hour_end: datetime) -> str:
+    """The hour (labelled by its end) as the bureau reads it: 2026-11-24 09:00–10:00."""
+    return f"{china(hour_end - HOUR)}–{hour_end.astimezone(CHINA):%H:%M}"
+
+
 # ---------------------------------------------------------------------------------------
 # Persistence of the lifecycle (tables `alerts` and `alert_hours`)
 
@@ -320,13 +325,13 @@ class AlertEngine:
         limit = st.threshold if st.threshold is not None else j.threshold
         v = f"{value:.1f}" if value is not None else "-"
         lim = f"{limit:g}" if limit is not None else "-"
-        when = china(st.fired_at) if st.fired_at else "-"
+        when = china_hour(st.active_since) if st.active_since else "-"
         if st.state == "resolved":
             summary = (f"{ent} 排口 {st.labels['outlet']} {name} 已恢复达标：折算浓度小时均值 {v} {unit}，"
-                       f"限值 {lim} {unit}（{china(st.resolved_at) if st.resolved_at else '-'} 时段）")
+                       f"限值 {lim} {unit}（{china_hour(st.resolved_at) if st.resolved_at else '-'}）")
         else:
             summary = (f"{ent} 排口 {st.labels['outlet']} {name} 折算浓度小时均值 {v} {unit}，超过限值 {lim} {unit}"
-                       f"（{record.get('limit_source') or ''}，自 {when} 时段起）")
+                       f"（{record.get('limit_source') or ''}，自 {when} 起）")
         ann = {"summary": summary, "value": v, "limit": lim}
         if st.case_id is not None:
             ann["case_url"] = self.case_url_template.format(case_id=st.case_id)

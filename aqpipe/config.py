@@ -147,8 +147,7 @@ class AlertsConfig(_Section):
     notify_attempts: int = Field(5, ge=1)  # per channel and notification, with exponential backoff
     notify_backoff_s: float = Field(0.5, gt=0)  # first retry delay; doubles, capped at 30 s
     notify_timeout_s: float = Field(5.0, gt=0)
-    dq_interval_s: float = Field(60.0, gt=0)  # data-quality rules (silence, stuck) are checked this often
-    status_interval_s: float = Field(5.0, gt=0)
+    dq_interval_s: float = Field(60.0, gt=0)  # timer rules (deadlines, silence, stuck, valid rate) run this often
 
 
 class CasesConfig(_Section):
