@@ -200,6 +200,7 @@ class AlertEngine:
                  aqi_history: Callable[[str, str, datetime, int], list[float | None]] | None = None,
                  policy: store.CasePolicy | None = None) -> None:
         self.policy = policy
+        self._evidence: dict[tuple[str, str, datetime], list[dict[str, Any]]] = {}
         self.rules = rules
         self.registry = registry
         self.case_url_template = case_url_template
@@ -242,8 +243,13 @@ class AlertEngine:
                      after.fingerprint, ",".join(f"{k}={v}" for k, v in sorted(after.labels.items())), after.value)
 
     # --- stack_exceedance: aq/v1/derived/stack/{outlet} ---
-    def stack_record(self, conn: Connection, record: dict[str, Any], now: datetime) -> Effects:
+    def stack_record(self, conn: Connection, record: dict[str, Any], now: datetime,
+                     evidence: list[dict[str, Any]] | None = None) -> Effects:
+        """`evidence`: the hour's minute data when the caller fetched it before opening the
+        transaction (the service does, for exceeded hours: the write lock is held shorter)."""
         effects = Effects()
+        self._evidence = {} if evidence is None else {(str(record["outlet"]), str(record["pollutant"]),
+                                                       parse_time(record["time"])): evidence}
         outlet_id, pollutant = str(record["outlet"]), str(record["pollutant"])
         hour_end = parse_time(record["time"])
         outlet = self.registry.outlets.get(outlet_id)
@@ -271,7 +277,9 @@ class AlertEngine:
     def _stack_hour(self, record: dict[str, Any], hour_end: datetime, exceeded: bool) -> store.StackHour:
         outlet_id, pollutant = str(record["outlet"]), str(record["pollutant"])
         outlet = self.registry.outlets.get(outlet_id)
-        minutes = self.minutes.minutes(outlet_id, pollutant, hour_end) if self.minutes is not None else []
+        minutes = self._evidence.get((outlet_id, pollutant, hour_end)) if self._evidence else None
+        if minutes is None:
+            minutes = self.minutes.minutes(outlet_id, pollutant, hour_end) if self.minutes is not None else []
         ref = outlet.ref_o2 if outlet is not None else REFERENCE_O2["coal"]
         return store.StackHour(
             outlet=outlet_id, enterprise=outlet.enterprise if outlet else "", permit=(outlet.permit or None) if outlet else None,
@@ -429,11 +437,12 @@ class AlertEngine:
         ids = self.registry.outlets if rule.measurement == "stack" else self.registry.stations
         key = "outlet" if rule.measurement == "stack" else "station"
         for ident in ids:
-            exempt = "停运" if ident in stopped else None
-            if exempt is None and rule.measurement == "stack":
+            j = judge_silence(rule, last_seen.get(ident), now, "停运" if ident in stopped else None)
+            if j.verdict == "exceeded" and rule.measurement == "stack":
+                # only a silent outlet costs a query: is it marked stopped (停运…)?
                 mark = store.exempting_mark(conn, ident, "*", now - timedelta(minutes=rule.minutes), now)
-                exempt = mark.type if mark is not None else None
-            j = judge_silence(rule, last_seen.get(ident), now, exempt)
+                if mark is not None:
+                    j = judge_silence(rule, last_seen.get(ident), now, mark.type)
             effects.add(self._dq(conn, rule, {key: ident}, now, j))
         return effects
 

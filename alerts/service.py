@@ -24,7 +24,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from alerts import metrics
 from alerts.cases import schema, store
 from alerts.cases.db import make_engine, migrate
-from alerts.engine import AlertEngine, Effects, due_for_resend, load_alerts, mark_sent, notification, unsent
+from alerts.engine import (AlertEngine, Effects, due_for_resend, load_alerts, mark_sent, notification, parse_time,
+                           unsent)
 from alerts.lifecycle import fingerprint
 from alerts.notify import Delivery, Notifier, RetryPolicy
 from alerts.notify.alertmanager import AlertmanagerNotifier
@@ -41,6 +42,9 @@ from aqpipe.registry import Registry
 log = logging.getLogger("aqpipe.alerts")
 CHINA = timezone(timedelta(hours=8))
 STACK_POLLUTANTS = ("so2", "nox", "pm", "hg", "co")
+# Messages committed in one transaction when they queue up (a fleet's hour arriving at once):
+# one fsync for all of them; each is still acked only after that commit.
+MAX_BATCH = 500
 
 
 def subscriptions(prefix: str) -> list[str]:
@@ -128,55 +132,102 @@ class AlertsService:
             item = self._queue.get()
             if item is None:
                 return
-            topic, payload, token, arrived = item
-            failures = 0
-            while True:
+            batch, last = [item], False
+            while len(batch) < MAX_BATCH:  # what queued up meanwhile: one commit (one fsync) for all
                 try:
-                    effects = self.handle(topic, payload)
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
                     break
-                except (SQLAlchemyError, QueryError) as e:
-                    # the database or InfluxDB (minute evidence) is unreachable: nothing was
-                    # committed; keep the message unacked and try again, in order
-                    failures += 1
-                    kind = "database" if isinstance(e, SQLAlchemyError) else "influx"
-                    metrics.ERRORS.labels(kind).inc()
-                    delay = min(30.0, 0.5 * 2 ** min(failures, 6))
-                    log.warning("event=record_failed kind=%s topic=%s delay_s=%.1f detail=%r", kind, topic, delay,
-                                str(e)[:200])
-                    if self._stop.wait(delay):
-                        return  # shutting down: unacked, the broker redelivers it
-            ack_durable(self.client, [token], self._generation)
-            self.processed += 1
-            metrics.RECORD_SECONDS.observe(time.monotonic() - arrived)
-            if effects.changed:
-                self._wake.set()
-            self.cases_touched |= effects.cases
+                if nxt is None:
+                    last = True
+                    break
+                batch.append(nxt)
+            if not self._process(batch) or last:
+                return
 
-    def handle(self, topic: str, payload: bytes) -> Effects:
-        """The effect of one message, committed in one transaction (or nothing, for bad input)."""
+    def _process(self, batch: list) -> bool:
+        """Commit the effect of a batch of messages, then ack them; False when stopping first."""
+        failures = 0
+        while True:
+            try:
+                effects = self.handle([(topic, payload) for topic, payload, _, _ in batch])
+                break
+            except (SQLAlchemyError, QueryError) as e:
+                # the database or InfluxDB (minute evidence) is unreachable: nothing was
+                # committed; keep the messages unacked and try again, in order
+                failures += 1
+                kind = "database" if isinstance(e, SQLAlchemyError) else "influx"
+                metrics.ERRORS.labels(kind).inc()
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                log.warning("event=records_failed kind=%s messages=%d delay_s=%.1f detail=%r", kind, len(batch),
+                            delay, str(e)[:200])
+                if self._stop.wait(delay):
+                    return False  # shutting down: unacked, the broker redelivers them
+        ack_durable(self.client, [token for _, _, token, _ in batch], self._generation)
+        self.processed += len(batch)
+        done = time.monotonic()
+        for _, _, _, arrived in batch:
+            metrics.RECORD_SECONDS.observe(done - arrived)
+        if effects.changed:
+            self._wake.set()
+        self.cases_touched |= effects.cases
+        return True
+
+    def _parse(self, topic: str, payload: bytes) -> dict[str, Any] | None:
+        """The record of a derived topic, or None (status message, or bad input: counted, logged)."""
         parts = topic.split("/")
         if len(parts) >= 2 and parts[-2] == "status":
             self.device_status[parts[-1]] = payload.decode("utf-8", "replace").strip()
-            return Effects()
+            return None
         try:
-            record: dict[str, Any] = json.loads(payload)
+            record = json.loads(payload)
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
         except ValueError as e:
             self.rejected += 1
             log.warning("event=record_rejected topic=%s detail=%r", topic, str(e)[:200])
-            return Effects()
+            return None
+        return record
+
+    def _apply(self, conn, topic: str, record: dict[str, Any], now: datetime,
+               evidence: dict[int, list[dict[str, Any]]] | None = None) -> Effects:
+        if "/derived/stack/" in topic:
+            return self.engine.stack_record(conn, record, now, (evidence or {}).get(id(record)))
+        if "/derived/aqi/" in topic:
+            return self.engine.aqi_record(conn, record, now)
+        return Effects()
+
+    def handle(self, messages: list[tuple[str, bytes]]) -> Effects:
+        """The effect of some messages, committed in one transaction. A record that is not what
+        the aggregator publishes is rejected alone: the batch is then redone one by one."""
+        records = [(t, r) for t, p in messages if (r := self._parse(t, p)) is not None]
         now = _utc(self.clock())
+        effects = Effects()
+        # The minute evidence of exceeded hours is read from InfluxDB before the transaction:
+        # SQLite's write lock (BEGIN IMMEDIATE) is then held only for the database work.
+        evidence = {}
+        for topic, record in records:
+            if "/derived/stack/" in topic and record.get("exceeded") is True:
+                try:
+                    evidence[id(record)] = self.source.minutes(str(record["outlet"]), str(record["pollutant"]),
+                                                               parse_time(record["time"]))
+                except (KeyError, ValueError):
+                    pass  # a malformed record: rejected below
         try:
             with self.db.begin() as conn:
-                if "/derived/stack/" in topic:
-                    return self.engine.stack_record(conn, record, now)
-                if "/derived/aqi/" in topic:
-                    return self.engine.aqi_record(conn, record, now)
-        except (KeyError, ValueError, TypeError) as e:
-            self.rejected += 1  # a record that is not what the aggregator publishes: rolled back, acked
-            log.warning("event=record_rejected topic=%s detail=%r", topic, str(e)[:200])
-        return Effects()
+                for topic, record in records:
+                    effects.add(self._apply(conn, topic, record, now, evidence))
+            return effects
+        except (KeyError, ValueError, TypeError):
+            effects = Effects()
+        for topic, record in records:
+            try:
+                with self.db.begin() as conn:
+                    effects.add(self._apply(conn, topic, record, now, evidence))
+            except (KeyError, ValueError, TypeError) as e:
+                self.rejected += 1  # rolled back alone, acked with the batch
+                log.warning("event=record_rejected topic=%s detail=%r", topic, str(e)[:200])
+        return effects
 
     # --- sender: the outbox, and Alertmanager's resends ---
     def _send_loop(self) -> None:
@@ -257,21 +308,23 @@ class AlertsService:
         start = datetime(yesterday.year, yesterday.month, yesterday.day, tzinfo=CHINA).astimezone(timezone.utc)
         end = start + timedelta(days=1)
         sr = stack_rules[0]
+        # which outlet each stack_exceedance series belongs to (fingerprints are rule + labels)
+        owner = {fingerprint(sr.name, {"alertname": sr.alertname, "rule": sr.name, "outlet": o.id, "pollutant": p,
+                                       "enterprise": o.enterprise, "team": sr.team, "severity": sr.severity}): o.id
+                 for o in self.registry.outlets.values() for p in STACK_POLLUTANTS}
         t = schema.alert_hours
         with self.db.begin() as conn:
+            by_outlet: dict[str, list[dict[str, Any]]] = {}
+            for r in conn.execute(select(t.c.fingerprint, t.c.hour_end, t.c.verdict, t.c.reason).where(
+                    t.c.hour_end > start, t.c.hour_end <= end)):
+                if r.fingerprint in owner:
+                    by_outlet.setdefault(owner[r.fingerprint], []).append(
+                        {"time": r.hour_end.isoformat(), "valid_minutes": 60 if r.verdict != "not_judged" else 0,
+                         "not_running_minutes": 60 if (r.reason or "").startswith("stopped") else 0})
+            # an outlet without any verdict that day: the silence rule speaks for it
             for rule in self.rules.of_kind("valid_rate"):
-                for outlet in self.registry.outlets.values():
-                    fps = [fingerprint(sr.name, {"alertname": sr.alertname, "rule": sr.name, "outlet": outlet.id,
-                                                 "pollutant": p, "enterprise": outlet.enterprise, "team": sr.team,
-                                                 "severity": sr.severity}) for p in STACK_POLLUTANTS]
-                    rows = conn.execute(select(t.c.hour_end, t.c.verdict, t.c.reason).where(
-                        t.c.fingerprint.in_(fps), t.c.hour_end > start, t.c.hour_end <= end)).all()
-                    if not rows:
-                        continue  # no data at all that day: the silence rule speaks for it
-                    hours = [{"time": r.hour_end.isoformat(),
-                              "valid_minutes": 60 if r.verdict != "not_judged" else 0,
-                              "not_running_minutes": 60 if (r.reason or "").startswith("stopped") else 0} for r in rows]
-                    effects.add(self.engine.valid_rate(conn, rule, outlet.id, end, hours, now))
+                for outlet, hours in sorted(by_outlet.items()):
+                    effects.add(self.engine.valid_rate(conn, rule, outlet, end, hours, now))
         self._valid_rate_day = yesterday
         return effects
 
