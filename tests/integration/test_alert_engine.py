@@ -174,3 +174,60 @@ def test_ambient_hourly_aqi_fires_after_n_hours_at_the_category(db):
     assert rule.for_hours == 2 and [(a.alertname, a.state, a.labels["team"]) for a in changed] == [
         ("AQISevere", "firing", "inspectors")]
     assert "240" in changed[0].annotations["summary"] and "case_url" not in changed[0].annotations
+
+
+def test_an_overdue_enterprise_report_raises_case_deadline_until_it_arrives(db):
+    eng = make_engine()
+    feed(db, eng, record(T0))  # the case opens at NOW; the enterprise's report is due 48 h later
+    with db.begin() as conn:
+        assert eng.deadlines(conn, NOW + timedelta(hours=47)).changed == []
+        late = eng.deadlines(conn, NOW + timedelta(hours=49)).changed
+        case_id = store.list_cases(conn, URL)[0].id
+    assert [(a.alertname, a.state, a.labels["team"], a.labels["deadline"]) for a in late] == [
+        ("CaseDeadline", "firing", "inspectors", "enterprise_report")]
+    assert late[0].annotations["case_url"] == URL.format(case_id=case_id) and "逾期" in late[0].annotations["summary"]
+    with db.begin() as conn:
+        assert eng.deadlines(conn, NOW + timedelta(hours=50)).changed == []  # still overdue: no new notice
+        store.record_enterprise_report(conn, case_id, NOW + timedelta(hours=51), "enterprise", at=NOW + timedelta(hours=51))
+        met = eng.deadlines(conn, NOW + timedelta(hours=52)).changed
+    assert [(a.alertname, a.state) for a in met] == [("CaseDeadline", "resolved")]
+
+
+def test_an_outlet_silent_for_n_minutes_fires_to_operations_unless_marked_stopped(db):
+    eng = make_engine()
+    rule = eng.rules.by_name("outlet_silent")
+    seen = {OUTLET: NOW - timedelta(minutes=45), "91620503MA001-DA001": NOW - timedelta(minutes=2)}
+    with db.begin() as conn:
+        fired = eng.silence(conn, rule, seen, set(), NOW).changed
+    assert [(a.alertname, a.labels["outlet"], a.labels["team"]) for a in fired] == [("OutletSilent", OUTLET, "operations")]
+    with db.begin() as conn:
+        assert eng.silence(conn, rule, seen, set(), NOW + timedelta(minutes=1)).changed == []
+        back = {**seen, OUTLET: NOW + timedelta(minutes=2)}
+        assert [a.state for a in eng.silence(conn, rule, back, set(), NOW + timedelta(minutes=3)).changed] == ["resolved"]
+        # silent again, but the enterprise marked the outlet stopped (停运): not judged
+        add_mark(conn, outlet=OUTLET, pollutant=None, type="停运", start=NOW, end=None, reason="停炉检修",
+                 by="enterprise", at=NOW)
+        assert eng.silence(conn, rule, {OUTLET: back[OUTLET]}, set(), NOW + timedelta(hours=2)).changed == []
+        # and a plant whose last reading says stopped is not silent either
+        assert eng.silence(conn, rule, {"91620503MA001-DA001": NOW - timedelta(hours=3)}, {"91620503MA001-DA001"},
+                           NOW).changed == []
+
+
+def test_a_stuck_value_fires_and_clears(db):
+    eng = make_engine()
+    rule = eng.rules.by_name("stack_value_stuck")
+    with db.begin() as conn:
+        fired = eng.stuck(conn, rule, {(OUTLET, "so2"): [12.5] * 30, (OUTLET, "o2"): [3.1, 3.2] * 15}, NOW).changed
+        cleared = eng.stuck(conn, rule, {(OUTLET, "so2"): [12.5] * 29 + [13.0]}, NOW + timedelta(minutes=1)).changed
+    assert [(a.alertname, a.labels["field"]) for a in fired] == [("ValueStuck", "so2")]
+    assert [a.state for a in cleared] == ["resolved"]
+
+
+def test_a_low_daily_valid_data_rate_fires(db):
+    eng = make_engine()
+    rule = eng.rules.by_name("outlet_valid_rate")
+    hours = [{"time": f"h{i}", "valid_minutes": 60, "not_running_minutes": 0} for i in range(18)]
+    with db.begin() as conn:
+        fired = eng.valid_rate(conn, rule, OUTLET, T0, hours, NOW).changed
+    assert [(a.alertname, a.value) for a in fired] == [("OutletValidDataRateLow", 0.75)]
+    assert "有效传输率 75.0%" in fired[0].annotations["summary"]
