@@ -341,9 +341,11 @@ class AlertsService:
         """Stop consuming, finish (commit and ack) what was received, deliver, disconnect."""
         self._accepting = False
         self._queue.put(None)
-        self._worker.join(timeout_s)
+        # set first: a worker retrying a failed commit gives up (its messages stay unacked,
+        # redelivered to the next session); one that can commit finishes the queue
         self._stop.set()
         self.delivery.stop.set()  # no waiting between retries now
+        self._worker.join(timeout_s)
         self._wake.set()
         self._sender.join(timeout_s)
         self._checker.join(timeout_s)

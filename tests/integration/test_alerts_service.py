@@ -1,0 +1,78 @@
+"""The alerts service's delivery guarantee: a derived record is acknowledged only after its
+effect is committed to the case database, so one whose commit failed (PostgreSQL down) is
+redelivered to the next session and takes effect once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import servers
+from alerts.cases import store
+from alerts.engine import load_alerts
+from aqpipe.config import Config, load_config
+from tests.alerting import Receiver, alertmanager_to
+from tests.helpers import http_get, service_starter, wait_until
+
+pytestmark = pytest.mark.integration
+OUTLET = "91620503MA002-DA001"  # deploy/config: gas boiler, permit NOx 50
+
+
+def record(hour_end: datetime) -> dict:
+    return {"outlet": OUTLET, "pollutant": "nox", "time": hour_end.isoformat(), "avg": 60.0, "avg_o2corr": 75.0,
+            "limit": 50.0, "limit_source": "permit", "exceeded": True, "valid_minutes": 60, "not_running_minutes": 0}
+
+
+@pytest.fixture
+def own_postgresql(tmp_path) -> Iterator[servers.Server]:
+    """A PostgreSQL of this test's own: the test stops and restarts it."""
+    server = servers.Server("postgresql", servers.free_port(), tmp_path / "pg").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def test_a_record_whose_commit_failed_is_redelivered_and_takes_effect_once(
+        env, unique, own_postgresql, publisher, receiver, tmp_path, influx):
+    from alerts.service import AlertsService
+
+    am = alertmanager_to(receiver, tmp_path / "am")
+    try:
+        cfg: Config = load_config(None, {**env, "AQPIPE_ALERTS__CLIENT_ID": f"aqpipe-alerts-{unique}",
+                                         "AQPIPE_ALERTS__ALERTMANAGER_URL": am.url,
+                                         "AQPIPE_CASES__DATABASE_URL": own_postgresql.database_url.replace(
+                                             "postgresql+psycopg://", "postgresql://")})
+        gen = service_starter(AlertsService, cfg)
+        start = next(gen)
+        service = start()
+        hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+        own_postgresql.stop()
+        publisher(f"aq/v1/derived/stack/{OUTLET}", record(hour))
+        wait_until(lambda: service.received == 1)
+        assert service.processed == 0  # not committed: not acknowledged
+        service.stop()  # the worker gives up; the message stays unacknowledged in our session
+
+        own_postgresql.start()
+        service = start()  # same client id: the broker redelivers
+        wait_until(lambda: service.processed == 1, timeout=30)
+        alerts = wait_until(lambda: [a for a in json.loads(http_get(f"{am.url}/api/v2/alerts"))
+                                     if a["labels"].get("outlet") == OUTLET])
+        with service.db.connect() as conn:
+            cases = store.list_cases(conn, cfg.alerts.case_url_template)
+            states = [a.state for a in load_alerts(conn)]
+        assert len(alerts) == 1 and states == ["firing"] and len(cases) == 1
+        assert alerts[0]["annotations"]["case_url"] == cases[0].url
+        assert [h["exceeded"] for h in cases[0].to_json()["hours"]] == [True]
+        for _ in gen:
+            pass
+    finally:
+        am.stop()
