@@ -215,7 +215,7 @@ class AlertEngine:
         before_periods = load_periods(conn, fp)
         old = before_periods.get(at)
         stored = load_alert(conn, fp)
-        if old is not None and old.verdict == period.verdict and old.reason == period.reason:
+        if old is not None and old.verdict == period.verdict:  # a redelivery (or a replay): nothing new
             st = stored or AlertState(fp, rule.name, rule.alertname, labels, {})
             return Observed(stored, st, None, before_periods, before_periods, True)
         save_period(conn, fp, at, period, existed=old is not None)

@@ -45,6 +45,9 @@ STACK_POLLUTANTS = ("so2", "nox", "pm", "hg", "co")
 # Messages committed in one transaction when they queue up (a fleet's hour arriving at once):
 # one fsync for all of them; each is still acked only after that commit.
 MAX_BATCH = 500
+# Queued by the network thread when the broker had no session for us: the worker replays
+# the aggregator's stored rollups (see catch_up).
+_CATCH_UP = "catch-up"
 
 
 def subscriptions(prefix: str) -> list[str]:
@@ -109,6 +112,11 @@ class AlertsService:
             return
         self._generation += 1
         metrics.MQTT_CONNECTED.set(1)
+        if not flags.session_present:
+            # Derived records published while we had no session are gone for us: the worker
+            # replays the aggregator's stored rollups of the last catch_up_hours (a no-op for
+            # hours it has already judged).
+            self._queue.put(_CATCH_UP)
         filters = subscriptions(self.cfg.mqtt.topic_prefix)
         client.subscribe([(f, paho.SubscribeOptions(qos=1)) for f in filters])
         log.info("event=mqtt_connected client_id=%s session_present=%s subscriptions=%s",
@@ -132,6 +140,9 @@ class AlertsService:
             item = self._queue.get()
             if item is None:
                 return
+            if item == _CATCH_UP:
+                self._catch_up_safely()
+                continue
             batch, last = [item], False
             while len(batch) < MAX_BATCH:  # what queued up meanwhile: one commit (one fsync) for all
                 try:
@@ -140,6 +151,9 @@ class AlertsService:
                     break
                 if nxt is None:
                     last = True
+                    break
+                if nxt == _CATCH_UP:
+                    self._queue.put(nxt)  # after this batch
                     break
                 batch.append(nxt)
             if not self._process(batch) or last:
@@ -172,6 +186,35 @@ class AlertsService:
             self._wake.set()
         self.cases_touched |= effects.cases
         return True
+
+    def _catch_up_safely(self) -> None:
+        try:
+            self.catch_up()
+        except (SQLAlchemyError, QueryError) as e:
+            metrics.ERRORS.labels("catch_up").inc()
+            log.warning("event=catch_up_failed detail=%r (records published while we had no session may be missed)",
+                        str(e)[:200])
+
+    def catch_up(self) -> int:
+        """Replay the aggregator's rollups of the last `alerts.catch_up_hours` from InfluxDB
+        through the engine, if this database has judged anything before (a first start does
+        not alert on history). Idempotent: an hour already judged the same changes nothing."""
+        with self.db.connect() as conn:
+            seen_before = conn.execute(select(schema.alert_hours.c.fingerprint).limit(1)).first() is not None
+        if not seen_before:
+            return 0
+        since = _utc(self.clock()) - timedelta(hours=self.acfg.catch_up_hours)
+        prefix = self.cfg.mqtt.topic_prefix
+        rollups = self.source.rollups_since(since)
+        effects = Effects()
+        for k in range(0, len(rollups), MAX_BATCH):
+            chunk = rollups[k:k + MAX_BATCH]
+            effects.add(self.handle([(f"{prefix}/derived/{topic}", json.dumps(rec).encode()) for topic, rec in chunk]))
+        if effects.changed:
+            self._wake.set()
+        self.cases_touched |= effects.cases
+        log.info("event=catch_up rollups=%d changed=%d since=%s", len(rollups), len(effects.changed), since.isoformat())
+        return len(rollups)
 
     def _parse(self, topic: str, payload: bytes) -> dict[str, Any] | None:
         """The record of a derived topic, or None (status message, or bad input: counted, logged)."""

@@ -90,3 +90,27 @@ class InfluxSource:
                 flagged = r.get(f"{f}_flag") not in (None, "", "N")
                 out.setdefault((str(r[key]), f), []).append(None if not_running or flagged else r.get(f))
         return {k: list(reversed(v)) for k, v in out.items() if any(x is not None for x in v)}
+
+
+    def rollups_since(self, since: datetime) -> list[tuple[str, dict[str, Any]]]:
+        """The aggregator's stored rollups since `since`, as (derived topic suffix, record),
+        oldest first: what it published on aq/v1/derived/... (stack_hourly has no
+        not-running minutes: a stopped hour reads as one with too few valid minutes)."""
+        t = _ns(since)
+        out: list[tuple[datetime, str, dict[str, Any]]] = []
+        for r in self.q.rows(f'SELECT avg, avg_o2corr, "limit", limit_source, exceeded, valid_minutes FROM stack_hourly '
+                             f"WHERE time > {t} GROUP BY outlet, pollutant"):
+            when = _time(r["time"])
+            out.append((when, f"stack/{r['outlet']}", {
+                "outlet": r["outlet"], "pollutant": r["pollutant"], "time": when.astimezone(CHINA).isoformat(),
+                "avg": r.get("avg"), "avg_o2corr": r.get("avg_o2corr"), "limit": r.get("limit"),
+                "limit_source": r.get("limit_source"), "exceeded": r.get("exceeded"),
+                "valid_minutes": r.get("valid_minutes") or 0}))
+        for measurement, period in (("aqi_hourly", "hour"), ("aqi_daily", "day")):
+            for r in self.q.rows(f"SELECT aqi, category FROM {measurement} WHERE time > {t} GROUP BY station, standard"):
+                when = _time(r["time"])
+                out.append((when, f"aqi/{r['station']}", {
+                    "station": r["station"], "standard": r["standard"], "period": period,
+                    "time": when.astimezone(CHINA).isoformat(), "aqi": r.get("aqi"), "category": r.get("category")}))
+        out.sort(key=lambda x: x[0])
+        return [(topic, rec) for _, topic, rec in out]

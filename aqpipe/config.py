@@ -148,6 +148,8 @@ class AlertsConfig(_Section):
     notify_backoff_s: float = Field(0.5, gt=0)  # first retry delay; doubles, capped at 30 s
     notify_timeout_s: float = Field(5.0, gt=0)
     dq_interval_s: float = Field(60.0, gt=0)  # timer rules (deadlines, silence, stuck, valid rate) run this often
+    # After the broker lost our session: replay the aggregator's stored rollups of this many hours.
+    catch_up_hours: float = Field(48.0, ge=0)
 
 
 class CasesConfig(_Section):

@@ -76,3 +76,45 @@ def test_a_record_whose_commit_failed_is_redelivered_and_takes_effect_once(
             pass
     finally:
         am.stop()
+
+
+def test_after_the_broker_lost_its_session_the_service_replays_the_stored_rollups(
+        env, unique, publisher, influx, config, tmp_path):
+    """A record published while the service was down and without a session never reaches it
+    over MQTT; the aggregator stored it in InfluxDB, and the service catches up from there."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from alerts.service import AlertsService
+    from aqpipe.influx import make_writer
+
+    cfg = load_config(None, {**env, "AQPIPE_ALERTS__CLIENT_ID": f"aqpipe-alerts-{unique}"})
+    gen = service_starter(AlertsService, cfg)
+    start = next(gen)
+    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    service = start()
+    compliant = {**record(hour), "avg_o2corr": 30.0, "exceeded": False}
+    publisher(f"aq/v1/derived/stack/{OUTLET}", compliant)
+    wait_until(lambda: service.processed == 1)
+    service.stop()
+    # the broker forgets the session (as after an expiry): connect once with a clean start
+    wipe = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5,
+                       client_id=cfg.alerts.client_id)
+    wipe.connect("127.0.0.1", cfg.mqtt.port, clean_start=True)
+    wipe.disconnect()
+    # the aggregator's next hour: stored in InfluxDB and published while nobody listened for us
+    later = hour + timedelta(hours=1)
+    make_writer(cfg.influx).write([
+        f"stack_hourly,outlet={OUTLET},pollutant=nox avg=60.0,avg_o2corr=75.0,limit=50.0,limit_source=\"permit\","
+        f"exceeded=true,valid_minutes=60i {int(later.timestamp()) * 10**9}"])
+    publisher(f"aq/v1/derived/stack/{OUTLET}", record(later))
+
+    service = start()
+    wait_until(lambda: service.cases_touched, timeout=30)
+    with service.db.connect() as conn:
+        alerts = load_alerts(conn)
+        cases = store.list_cases(conn, cfg.alerts.case_url_template)
+    assert [(a.state, a.fired_at) for a in alerts] == [("firing", later)]
+    assert len(cases) == 1 and [h["hour_end"] for h in cases[0].to_json()["hours"]] == [later.isoformat()]
+    for _ in gen:
+        pass
