@@ -164,3 +164,22 @@ def test_urlopen_of_alertmanager_api_sees_no_alert_it_was_not_sent(alertmanager)
     # a fresh Alertmanager holds nothing: the first test's alert came from our POST
     with urllib.request.urlopen(f"{alertmanager.url}/api/v2/alerts", timeout=5) as r:
         assert json.load(r) == []
+
+
+def test_the_dashboards_alert_annotations_find_the_events_in_influxdb(config, influx):
+    from pathlib import Path
+
+    inf = InfluxNotifier(make_writer(config.influx))
+    assert Delivery().deliver(inf, [notification(), notification("resolved")])
+    station = Notification("0011223344556677", "aqi_hourly_severe", "firing",
+                           {"alertname": "AQISevere", "station": "620503-001", "severity": "warning"},
+                           {"summary": "小时AQI 240"}, T0, value=240.0, threshold=5.0)
+    assert Delivery().deliver(inf, [station])
+    dashboards = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards"
+    for name, var, ident in (("aqpipe-stack.json", "outlet", "91620503MA002-DA001"), ("aqpipe-aqi.json", "station", "620503-001")):
+        dash = json.loads((dashboards / name).read_text(encoding="utf-8"))
+        [ann] = [a for a in dash["annotations"]["list"] if a.get("datasource", {}).get("type") == "influxdb"]
+        q = (ann["query"].replace(f"${var}", ident.replace("-", "\\-"))
+             .replace("$timeFilter", "time >= '2026-11-23T00:00:00Z' AND time <= '2026-11-25T00:00:00Z'"))
+        rows = influx.rows(q)
+        assert rows and all(r[ann["textColumn"]] and r[ann["titleColumn"]] and r[ann["tagsColumn"]] for r in rows), (name, q, rows)
