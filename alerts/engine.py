@@ -346,7 +346,10 @@ class AlertEngine:
         return ann
 
     # --- ambient: aq/v1/derived/aqi/{station} ---
-    def aqi_record(self, conn: Connection, record: dict[str, Any], now: datetime) -> Effects:
+    def aqi_record(self, conn: Connection, record: dict[str, Any], now: datetime,
+                   history: list[float | None] | None = None) -> Effects:
+        """`history`: the station's hourly AQI ending at this hour (oldest first), when the
+        caller read it before opening the transaction; else read through `aqi_history`."""
         effects = Effects()
         station, standard = str(record["station"]), str(record.get("standard", ""))
         t = parse_time(record["time"])
@@ -357,12 +360,18 @@ class AlertEngine:
                     effects.add(self._ambient(conn, rule, station, standard, t, judge_aqi_hour(rule, record), now,
                                               rule.for_hours, rule.resolve_after_hours))
             for rule in self.rules.of_kind("aqi_watch"):
-                if standard in rule.standards and self.aqi_history is not None:
-                    history = self.aqi_history(station, standard, t, rule.history_hours)
-                    for level, j in watch_levels(rule, history).items():
-                        lv = next(x for x in rule.levels if x.level == level)
-                        effects.add(self._ambient(conn, rule, station, standard, t, j, now, 1, 1,
-                                                  extra={"level": level, "severity": lv.severity}))
+                if standard not in rule.standards:
+                    continue
+                if history is not None and len(history) >= rule.history_hours + 1:
+                    series = history[-(rule.history_hours + 1):]
+                elif self.aqi_history is not None:
+                    series = self.aqi_history(station, standard, t, rule.history_hours)
+                else:
+                    continue
+                for level, j in watch_levels(rule, series).items():
+                    lv = next(x for x in rule.levels if x.level == level)
+                    effects.add(self._ambient(conn, rule, station, standard, t, j, now, 1, 1,
+                                              extra={"level": level, "severity": lv.severity}))
         elif period == "day":
             for rule in self.rules.of_kind("aqi_daily"):
                 if standard in rule.standards:

@@ -103,6 +103,9 @@ class AlertsService:
         self.failed_sends = 0
         self.cases_touched: set[int] = set()
         self._valid_rate_day: date | None = None
+        watches = self.rules.of_kind("aqi_watch")
+        self._watch_hours = max((w.history_hours for w in watches), default=0)
+        self._watch_standards = {s for w in watches for s in w.standards}
         self.last_check: float = 0.0
 
     # --- MQTT (network thread) ---
@@ -237,7 +240,7 @@ class AlertsService:
         if "/derived/stack/" in topic:
             return self.engine.stack_record(conn, record, now, (evidence or {}).get(id(record)))
         if "/derived/aqi/" in topic:
-            return self.engine.aqi_record(conn, record, now)
+            return self.engine.aqi_record(conn, record, now, (evidence or {}).get(id(record)))
         return Effects()
 
     def handle(self, messages: list[tuple[str, bytes]]) -> Effects:
@@ -256,6 +259,13 @@ class AlertsService:
                                                                parse_time(record["time"]))
                 except (KeyError, ValueError):
                     pass  # a malformed record: rejected below
+            elif "/derived/aqi/" in topic and record.get("period") == "hour" and self._watch_hours \
+                    and record.get("standard") in self._watch_standards:
+                try:  # the watch's AQI history, likewise read before the transaction
+                    evidence[id(record)] = self.source.aqi_history(str(record["station"]), str(record["standard"]),
+                                                                   parse_time(record["time"]), self._watch_hours)
+                except (KeyError, ValueError):
+                    pass
         try:
             with self.db.begin() as conn:
                 for topic, record in records:

@@ -231,3 +231,16 @@ def test_a_low_daily_valid_data_rate_fires(db):
         fired = eng.valid_rate(conn, rule, OUTLET, T0, hours, NOW).changed
     assert [(a.alertname, a.value) for a in fired] == [("OutletValidDataRateLow", 0.75)]
     assert "有效传输率 75.0%" in fired[0].annotations["summary"]
+
+
+def test_the_heavy_pollution_watch_fires_on_observed_data_and_says_so(db):
+    eng = make_engine()
+    rec = {"station": "620503-001", "standard": "cn-2026", "period": "hour", "time": T0.isoformat(), "aqi": 160,
+           "category": 4}
+    history = [160.0] * (23 + 72 + 1)  # > 150 for 72 h: orange (and yellow)
+    with db.begin() as conn:
+        changed = eng.aqi_record(conn, rec, NOW, history=history).changed
+        again = eng.aqi_record(conn, rec, NOW, history=history).changed
+    levels = sorted((a.labels["level"], a.alertname, a.labels["team"]) for a in changed)
+    assert levels == [("orange", "HeavyPollutionWatch", "inspectors"), ("yellow", "HeavyPollutionWatch", "inspectors")]
+    assert all("观测数据，非官方预警" in a.annotations["summary"] for a in changed) and again == []
