@@ -264,6 +264,10 @@ class AlertEngine:
             obs = self.observe(conn, rule, labels, hour_end, Period(j.verdict, j.value, j.threshold, j.reason), now,
                                rule.for_hours, rule.resolve_after_hours)
             if obs.unchanged:
+                if j.verdict == "exceeded" and self._on_case(obs.before, hour_end):
+                    # recomputed (late data) but still exceeded: the case keeps the latest numbers
+                    # and minutes (the store audits only a real change; a redelivery changes nothing)
+                    store.record_exceeded_hour(conn, self._stack_hour(record, hour_end, True), now, self.policy)
                 continue
             case_id = self._case_effects(conn, rule, record, obs, hour_end, now)
             after = obs.after
@@ -273,6 +277,13 @@ class AlertEngine:
             obs = replace(obs, after=after)
             self._commit(conn, obs, self._stack_annotations(after, record, j), effects)
         return effects
+
+    @staticmethod
+    def _on_case(st: AlertState | None, hour_end: datetime) -> bool:
+        """Whether an exceeded hour belongs to an episode that fired (so its case holds it)."""
+        if st is None or st.case_id is None or st.fired_at is None or st.active_since is None:
+            return False
+        return st.active_since <= hour_end and (st.state == "firing" or st.resolved_at is None or hour_end < st.resolved_at)
 
     def _stack_hour(self, record: dict[str, Any], hour_end: datetime, exceeded: bool) -> store.StackHour:
         outlet_id, pollutant = str(record["outlet"]), str(record["pollutant"])

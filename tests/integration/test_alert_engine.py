@@ -244,3 +244,17 @@ def test_the_heavy_pollution_watch_fires_on_observed_data_and_says_so(db):
     levels = sorted((a.labels["level"], a.alertname, a.labels["team"]) for a in changed)
     assert levels == [("orange", "HeavyPollutionWatch", "inspectors"), ("yellow", "HeavyPollutionWatch", "inspectors")]
     assert all("观测数据，非官方预警" in a.annotations["summary"] for a in changed) and again == []
+
+
+def test_a_recomputed_hour_still_exceeded_keeps_the_latest_average_on_the_case(db):
+    eng = make_engine()
+    feed(db, eng, record(T0))
+    assert feed(db, eng, record(T0, corr=80.0)).changed == []  # late data: a higher average, same verdict
+    with db.connect() as conn:
+        case = store.list_cases(conn, URL)[0]
+        hist = [e["action"] for e in case.to_json().get("history", [])]
+    assert [h["avg_o2corr"] for h in case.to_json()["hours"]] == [80.0]
+    assert hist.count("hour_revised") == 1
+    feed(db, eng, record(T0, corr=80.0))  # and the same record again: nothing more
+    with db.connect() as conn:
+        assert [e["action"] for e in store.list_cases(conn, URL)[0].to_json()["history"]].count("hour_revised") == 1
