@@ -423,5 +423,6 @@ class AlertsService:
             outbox = len(unsent(conn))
         return (f"received={self.received} processed={self.processed} rejected={self.rejected} firing={firing} "
                 f"notified={self.notified} outbox={outbox} cases={len(self.cases_touched)} "
+                f"devices_offline={sum(1 for v in list(self.device_status.values()) if v == 'offline')} "
                 f"mqtt={'up' if self.connected.is_set() else 'down'} "
                 f"alertmanager={'on' if self.alertmanager else 'off'}")
