@@ -72,6 +72,9 @@ def test_a_record_whose_commit_failed_is_redelivered_and_takes_effect_once(
         assert len(alerts) == 1 and states == ["firing"] and len(cases) == 1
         assert alerts[0]["annotations"]["case_url"] == cases[0].url
         assert [h["exceeded"] for h in cases[0].to_json()["hours"]] == [True]
+        assert service.ready() == (True, "ok")
+        line = wait_until(lambda: (ln := service.status_line()) and "outbox=0" in ln and ln)
+        assert "processed=1 " in line and "firing=1 " in line and "mqtt=up" in line and "alertmanager=on" in line
         for _ in gen:
             pass
     finally:
