@@ -38,6 +38,7 @@ from aqpipe.config import Config
 from aqpipe.influx import InfluxQL, QueryError, make_writer
 from aqpipe.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
 from aqpipe.registry import Registry
+from aqpipe.supervision import Policy, Supervisor
 
 log = logging.getLogger("aqpipe.alerts")
 CHINA = timezone(timedelta(hours=8))
@@ -45,6 +46,8 @@ STACK_POLLUTANTS = ("so2", "nox", "pm", "hg", "co")
 # Messages committed in one transaction when they queue up (a fleet's hour arriving at once):
 # one fsync for all of them; each is still acked only after that commit.
 MAX_BATCH = 500
+# Thread names (metric labels of aqpipe_thread_errors_total; unique per process).
+MQTT_THREAD, WORKER_THREAD, SENDER_THREAD, CHECKER_THREAD = "alerts-mqtt", "alerts-worker", "alerts-sender", "alerts-checker"
 # Queued by the network thread when the broker had no session for us: the worker replays
 # the aggregator's stored rollups (see catch_up).
 _CATCH_UP = "catch-up"
@@ -71,11 +74,15 @@ class AlertsService:
         self.engine = AlertEngine(self.rules, self.registry, self.acfg.case_url_template, minutes=self.source,
                                   aqi_history=self.source.aqi_history,
                                   policy=store.CasePolicy.from_config(cfg.cases))
+        self.supervisor = Supervisor(Policy.from_config(cfg.threads))
         self.client = make_client(cfg.mqtt, client_id=self.acfg.client_id, manual_ack=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = self._on_subscribe
+        guard = self.supervisor.callback  # nothing escapes into paho's loop (it would end the thread)
+        self.client.on_connect = guard(MQTT_THREAD, self._on_connect, _logged_only)
+        self.client.on_disconnect = guard(MQTT_THREAD, self._on_disconnect, _logged_only)
+        # a message that could not even be queued stays unacknowledged: redelivered next session
+        self.client.on_message = guard(MQTT_THREAD, self._on_message, _logged_only)
+        self.client.on_subscribe = guard(MQTT_THREAD, self._on_subscribe, _logged_only)
+        self.supervisor.watch(MQTT_THREAD, lambda: getattr(self.client, "_thread", None))
         self.delivery = Delivery(RetryPolicy(self.acfg.notify_attempts, self.acfg.notify_backoff_s))
         self.alertmanager = (AlertmanagerNotifier(self.acfg.alertmanager_url, self.acfg.notify_timeout_s)
                              if self.acfg.alertmanager_url else None)
@@ -91,9 +98,11 @@ class AlertsService:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._worker = threading.Thread(target=self._work_loop, name="aqpipe-alerts-worker", daemon=True)
-        self._sender = threading.Thread(target=self._send_loop, name="aqpipe-alerts-sender", daemon=True)
-        self._checker = threading.Thread(target=self._check_loop, name="aqpipe-alerts-checker", daemon=True)
+        # a batch taken from the queue and not yet acked: kept across a restart of the worker
+        self._in_hand: tuple[list, bool] | None = None
+        self._worker = self.supervisor.thread(WORKER_THREAD, self._work_loop)
+        self._sender = self.supervisor.thread(SENDER_THREAD, self._send_loop)
+        self._checker = self.supervisor.thread(CHECKER_THREAD, self._check_loop)
         self.connected = threading.Event()
         self.device_status: dict[str, str] = {}
         self.received = 0
@@ -140,35 +149,59 @@ class AlertsService:
     # --- worker: evaluate, commit, then ack ---
     def _work_loop(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if item == _CATCH_UP:
+            if self._in_hand is None:  # else: restarted after an error, the same batch again
+                self._in_hand = self._take()
+            batch, last = self._in_hand
+            if batch == [_CATCH_UP]:
                 self._catch_up_safely()
-                continue
-            batch, last = [item], False
-            while len(batch) < MAX_BATCH:  # what queued up meanwhile: one commit (one fsync) for all
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    last = True
-                    break
-                if nxt == _CATCH_UP:
-                    self._queue.put(nxt)  # after this batch
-                    break
-                batch.append(nxt)
-            if not self._process(batch) or last:
+                self._in_hand = None
+            elif batch:
+                effects = self._commit(batch)
+                if effects is None:
+                    return  # stopping while a commit fails: unacked, redelivered next session
+                # committed: acked once only (an id acked twice could ack the message that
+                # reuses it), so the batch leaves our hands before the acks go out
+                self._in_hand = None
+                self._acknowledge(batch, effects)
+            else:
+                self._in_hand = None
+            self.supervisor.beat(WORKER_THREAD)
+            if last:
                 return
 
-    def _process(self, batch: list) -> bool:
-        """Commit the effect of a batch of messages, then ack them; False when stopping first."""
+    def _take(self) -> tuple[list, bool]:
+        """The next batch (what queued up meanwhile, up to MAX_BATCH: one commit for all) and
+        whether stop() was asked. A catch-up request is a batch of its own."""
+        while True:
+            try:
+                first = self._queue.get(timeout=0.5)
+                break
+            except queue.Empty:
+                self.supervisor.beat(WORKER_THREAD)
+        if first is None:
+            return [], True
+        if first == _CATCH_UP:
+            return [first], False
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                return batch, True
+            if nxt == _CATCH_UP:
+                self._queue.put(nxt)  # after this batch
+                break
+            batch.append(nxt)
+        return batch, False
+
+    def _commit(self, batch: list) -> Effects | None:
+        """Commit the effect of a batch of messages; None when stopping before it could."""
         failures = 0
         while True:
             try:
-                effects = self.handle([(topic, payload) for topic, payload, _, _ in batch])
-                break
+                return self.handle([(topic, payload) for topic, payload, _, _ in batch])
             except (SQLAlchemyError, QueryError) as e:
                 # the database or InfluxDB (minute evidence) is unreachable: nothing was
                 # committed; keep the messages unacked and try again, in order
@@ -178,8 +211,11 @@ class AlertsService:
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6))
                 log.warning("event=records_failed kind=%s messages=%d delay_s=%.1f detail=%r", kind, len(batch),
                             delay, str(e)[:200])
+                self.supervisor.beat(WORKER_THREAD)  # alive, waiting as it should
                 if self._stop.wait(delay):
-                    return False  # shutting down: unacked, the broker redelivers them
+                    return None  # shutting down: unacked, the broker redelivers them
+
+    def _acknowledge(self, batch: list, effects: Effects) -> None:
         ack_durable(self.client, [token for _, _, token, _ in batch], self._generation)
         self.processed += len(batch)
         done = time.monotonic()
@@ -188,7 +224,6 @@ class AlertsService:
         if effects.changed:
             self._wake.set()
         self.cases_touched |= effects.cases
-        return True
 
     def _catch_up_safely(self) -> None:
         try:
@@ -271,20 +306,30 @@ class AlertsService:
                 for topic, record in records:
                     effects.add(self._apply(conn, topic, record, now, evidence))
             return effects
-        except (KeyError, ValueError, TypeError):
+        except (SQLAlchemyError, QueryError):
+            raise  # infrastructure: the caller retries the whole batch, unacked meanwhile
+        except Exception:  # noqa: BLE001 - one record's fault: find it, alone
             effects = Effects()
         for topic, record in records:
             try:
                 with self.db.begin() as conn:
                     effects.add(self._apply(conn, topic, record, now, evidence))
-            except (KeyError, ValueError, TypeError) as e:
-                self.rejected += 1  # rolled back alone, acked with the batch
-                log.warning("event=record_rejected topic=%s detail=%r", topic, str(e)[:200])
+            except (SQLAlchemyError, QueryError):
+                raise
+            except Exception as e:  # noqa: BLE001
+                # not what the aggregator publishes (or a bug it trips): rolled back alone and
+                # acknowledged with the batch, so it cannot block the ones behind it; the rollup
+                # stays in InfluxDB (stack_hourly / aqi_*) for a replay once fixed
+                self.rejected += 1
+                metrics.ERRORS.labels("record").inc()
+                log.warning("event=record_rejected topic=%s detail=%r", topic, f"{type(e).__name__}: {e}"[:200],
+                            exc_info=not isinstance(e, (KeyError, ValueError, TypeError)))
         return effects
 
     # --- sender: the outbox, and Alertmanager's resends ---
     def _send_loop(self) -> None:
         while not self._stop.is_set():
+            self.supervisor.beat(SENDER_THREAD)
             self._wake.wait(min(1.0, self.acfg.resend_s / 4))
             self._wake.clear()
             try:
@@ -319,7 +364,8 @@ class AlertsService:
 
     # --- checker: timer rules ---
     def _check_loop(self) -> None:
-        while not self._stop.wait(0 if self.last_check == 0 else self.acfg.dq_interval_s):
+        while not self._wait_check():
+            self.supervisor.beat(CHECKER_THREAD)
             try:
                 effects = self.check_once()
             except (SQLAlchemyError, QueryError) as e:
@@ -329,6 +375,15 @@ class AlertsService:
             self.last_check = self.clock()
             if effects.changed:
                 self._wake.set()
+
+    def _wait_check(self) -> bool:
+        """Wait for the next check (at once on start), beating meanwhile; True when stopping."""
+        deadline = time.monotonic() + (0 if self.last_check == 0 else self.acfg.dq_interval_s)
+        while (left := deadline - time.monotonic()) > 0:
+            if self._stop.wait(min(left, 5.0)):
+                return True
+            self.supervisor.beat(CHECKER_THREAD)
+        return self._stop.is_set()
 
     def check_once(self) -> Effects:
         now = _utc(self.clock())
@@ -393,6 +448,7 @@ class AlertsService:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop consuming, finish (commit and ack) what was received, deliver, disconnect."""
         self._accepting = False
+        self.supervisor.stop()
         self._queue.put(None)
         # set first: a worker retrying a failed commit gives up (its messages stay unacked,
         # redelivered to the next session); one that can commit finishes the queue
@@ -415,7 +471,13 @@ class AlertsService:
         log.info("event=stopped received=%d processed=%d notified=%d", self.received, self.processed, self.notified)
 
     def ready(self) -> tuple[bool, str]:
-        return (True, "ok") if self.connected.is_set() else (False, "alerts: mqtt not connected")
+        ok, why = self.supervisor.check()
+        problems = ([] if ok else [why]) + ([] if self.connected.is_set() else ["mqtt not connected"])
+        return (False, "alerts: " + "; ".join(problems)) if problems else (True, "ok")
+
+    def fatal(self) -> str | None:
+        """Why this service cannot go on (a thread given up), for the runner; None while it can."""
+        return self.supervisor.fatal()
 
     def status_line(self) -> str:
         with self.db.connect() as conn:
@@ -426,3 +488,7 @@ class AlertsService:
                 f"devices_offline={sum(1 for v in list(self.device_status.values()) if v == 'offline')} "
                 f"mqtt={'up' if self.connected.is_set() else 'down'} "
                 f"alertmanager={'on' if self.alertmanager else 'off'}")
+
+
+def _logged_only(*args) -> None:
+    """A callback raised: logged and counted by the supervisor; nothing to set aside."""

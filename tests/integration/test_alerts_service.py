@@ -121,3 +121,18 @@ def test_after_the_broker_lost_its_session_the_service_replays_the_stored_rollup
     assert len(cases) == 1 and [h["hour_end"] for h in cases[0].to_json()["hours"]] == [later.isoformat()]
     for _ in gen:
         pass
+
+
+def test_a_record_that_is_not_what_the_aggregator_publishes_is_rejected_alone(env, unique, influx):
+    from alerts.service import AlertsService
+
+    cfg = load_config(None, {**env, "AQPIPE_ALERTS__CLIENT_ID": f"aqpipe-alerts-{unique}"})
+    service = AlertsService(cfg)  # not started: handle() is what the worker calls
+    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    bad = {k: v for k, v in record(hour).items() if k != "outlet"}
+    effects = service.handle([(f"aq/v1/derived/stack/{OUTLET}", json.dumps(bad).encode()),
+                              (f"aq/v1/derived/stack/{OUTLET}", b"{not json"),
+                              (f"aq/v1/derived/stack/{OUTLET}", json.dumps(record(hour)).encode()),
+                              (f"aq/v1/derived/aqi/620503-001", json.dumps({"station": "620503-001", "time": "yesterday"}).encode())])
+    assert service.rejected == 3 and [a.state for a in effects.changed] == ["firing"] and len(effects.cases) == 1
+    service.db.dispose()
