@@ -48,10 +48,10 @@ def run_services(cfg: Config, factories: list[tuple[str, ServiceFactory]]) -> in
         ops = OpsServer(cfg.metrics.host, cfg.metrics.port) if cfg.metrics.port else None
         log.info("event=starting services=%s %s", ",".join(n for n, _ in services), where_to_look(cfg))
         for name, service in services:
+            if ops is not None:  # before start: /readyz must not answer 200 for a service not yet up
+                ops.add_check(service.ready)
             service.start()
             started.append((name, service))
-            if ops is not None:
-                ops.add_check(service.ready)
     except (ConfigError, OSError) as e:
         print(f"aqpipe: {e}", file=sys.stderr)
         for _, service in reversed(started):
