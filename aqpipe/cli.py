@@ -12,6 +12,7 @@ import sys
 from aggregator import aqi_cli
 from aggregator import commands as aggregator_commands
 from aggregator.service import AggregatorService
+from alerts.web import commands as web_commands
 from aqpipe import check_config, logs, simulator
 from aqpipe.cliutil import add_common, load_or_exit
 from aqpipe.decoders import hj212_cli
@@ -30,7 +31,7 @@ AQPIPE_MQTT__PORT=1884, AQPIPE_INFLUX__URL=..., AQPIPE_DATA_DIR=...
 """
 
 # The services `aqpipe run` starts together, in start order.
-RUN_SERVICES = [("ingest", IngestService), ("aggregator", AggregatorService)]
+RUN_SERVICES = [("ingest", IngestService), ("aggregator", AggregatorService), ("web", web_commands.web_service)]
 
 
 def _register_run(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.register(sub, add_common)
     hj212_cli.register(sub)
     aqi_cli.register(sub)
+    web_commands.register(sub, add_common)
     return parser
 
 

@@ -1,0 +1,51 @@
+"""What the web app's routes share: configuration, users, sessions, clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alerts.web.sessions import SessionCodec, load_or_create_key
+from alerts.web.throttle import LoginThrottle
+from alerts.web.users import UsersFile
+from aqpipe.config import Config
+from aqpipe.influx import InfluxQL
+from aqpipe.registry import Registry
+
+
+def users_path(cfg: Config) -> Path:
+    return cfg.web.users_file or cfg.data_dir / "web-users.toml"
+
+
+def session_key_path(cfg: Config) -> Path:
+    return cfg.web.session_key_file or cfg.data_dir / "web-session.key"
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    logins_ok: int = 0
+    logins_failed: int = 0
+    logins_throttled: int = 0
+
+
+@dataclass
+class WebContext:
+    cfg: Config
+    users: UsersFile
+    codec: SessionCodec
+    throttle: LoginThrottle
+    influx: InfluxQL
+    registry: Registry
+    counters: Counters = field(default_factory=Counters)
+
+    @classmethod
+    def from_config(cls, cfg: Config, registry: Registry | None = None) -> "WebContext":
+        return cls(
+            cfg=cfg,
+            users=UsersFile(users_path(cfg)),
+            codec=SessionCodec(load_or_create_key(session_key_path(cfg)), cfg.web.session_ttl_s),
+            throttle=LoginThrottle(cfg.web.login_max_failures, cfg.web.login_window_s),
+            influx=InfluxQL.from_config(cfg.influx),
+            registry=registry if registry is not None else Registry.load(cfg.registry_path),
+        )
