@@ -39,13 +39,14 @@ def _wants_json(request: Request) -> bool:
 
 
 def create_app(ctx: WebContext) -> FastAPI:
-    from alerts.web import routes_login, routes_public
+    from alerts.web import routes_api, routes_login, routes_public
 
     app = FastAPI(title="aqpipe web", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
     app.state.ctx = ctx
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(routes_public.router)
     app.include_router(routes_login.router)
+    app.include_router(routes_api.router)
 
     @app.middleware("http")
     async def _log_and_harden(request: Request, call_next):
