@@ -143,6 +143,8 @@ class CasesConfig(_Section):
     """[cases]: the enforcement-case database shared by `aqpipe alerts` and `aqpipe web`."""
 
     database_url: str | None = None  # default: sqlite file DATA_DIR/cases.sqlite; postgresql://... for a bureau
+    reinspection_days: int = Field(30, ge=1)  # re-inspection due this many days after an order is served (MEP Order 28)
+    enterprise_report_hours: float = Field(48.0, gt=0)  # the enterprise's exceedance report is due this long after a case opens
 
 
 class WebConfig(_Section):

@@ -49,6 +49,35 @@ def victoriametrics(tmp_path_factory) -> Iterator[servers.Server]:
     yield from _start("victoriametrics", tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def postgresql(tmp_path_factory) -> Iterator[servers.Server]:
+    yield from _start("postgresql", tmp_path_factory)
+
+
+@pytest.fixture
+def postgresql_url(postgresql, unique) -> str:
+    """A fresh, empty database on the session's PostgreSQL, as a SQLAlchemy URL."""
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=postgresql.port, user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{unique}"')
+    return postgresql.database_url.rsplit("/", 1)[0] + f"/{unique}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def case_engine(request, tmp_path):
+    """A migrated case database, once on an SQLite file and once on real PostgreSQL."""
+    from alerts.cases.db import engine_for_url, migrate
+
+    url = (f"sqlite:///{tmp_path / 'cases.sqlite'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgresql_url"))
+    engine = engine_for_url(url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture
 def unique() -> str:
     """A short name no other test uses: databases, client ids, station ids."""

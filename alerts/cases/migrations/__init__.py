@@ -1,0 +1,1 @@
+"""Alembic migrations of the case database (`alerts.cases.db.migrate` runs them)."""
