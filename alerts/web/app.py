@@ -39,7 +39,7 @@ def _wants_json(request: Request) -> bool:
 
 
 def create_app(ctx: WebContext) -> FastAPI:
-    from alerts.web import routes_api, routes_login, routes_public
+    from alerts.web import routes_api, routes_cases, routes_login, routes_public
 
     app = FastAPI(title="aqpipe web", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
     app.state.ctx = ctx
@@ -47,6 +47,7 @@ def create_app(ctx: WebContext) -> FastAPI:
     app.include_router(routes_public.router)
     app.include_router(routes_login.router)
     app.include_router(routes_api.router)
+    app.include_router(routes_cases.router)
 
     @app.middleware("http")
     async def _log_and_harden(request: Request, call_next):
@@ -79,10 +80,12 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     @app.exception_handler(404)
     async def _not_found(request: Request, exc: Exception):
-        detail = getattr(exc, "detail", "Not Found")
+        detail = getattr(exc, "detail", None)
+        if detail in (None, "Not Found"):  # no route: say so in the page's language
+            detail = "页面不存在 (not found)"
         if _wants_json(request):
             return JSONResponse({"detail": detail}, status_code=404)
-        return render(request, "error.html", {"status": 404, "detail": "页面不存在 (not found)"}, status_code=404)
+        return render(request, "error.html", {"status": 404, "detail": detail}, status_code=404)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from xml.sax.saxutils import escape, quoteattr
 
 from alerts.web.aqi_data import CategoryShare, HourAqi
@@ -48,3 +48,60 @@ def share_bar_svg(summary: list[CategoryShare], width: int = 600, height: int = 
         x += w
     parts.append("</svg>")
     return "".join(parts)
+
+
+# Colours of the case chart: what an inspector must tell apart at a glance.
+_RAW = "#8a94a6"  # minute values as measured
+_AVG_EXCEEDED = "#d0021b"  # hourly O2-corrected average above the limit
+_AVG_OTHER = "#4a4a4a"  # a marked or withdrawn hour
+_LIMIT = "#d0021b"
+_FLAGGED = "#f5a623"  # a minute with a data logger flag other than N
+_MARK_BAND = "#4a90e2"  # an exempting mark's interval
+
+
+def case_chart_svg(case: dict, marks: list, pollutant_label: str) -> str:
+    """Minute data (raw) and the hourly O2-corrected averages against the limit line, with
+    flagged minutes as orange squares and marked intervals as blue bands.
+
+    `case` is `CaseView.to_json(minutes=True)`; `marks` the case's `Mark`s (store objects).
+    """
+    from alerts.web.svgchart import Band, Line, Markers, Steps
+
+    hours = case["hours"]
+    if not hours:
+        return ""
+    ends = [datetime.fromisoformat(h["hour_end"]) for h in hours]
+    start, end = min(ends) - HOUR, max(ends)
+    chart = TimeChart(start=start, end=end, width=720, height=260, y_min=0, y_unit="mg/m³",
+                      title=f"{case['outlet']} {pollutant_label}: 分钟数据与小时折算均值 vs 限值 {case['limit']:g}")
+    for m in marks:
+        if not m.active:
+            continue
+        chart.add(Band(m.start, m.end or end, _MARK_BAND,
+                       title=f"标记 #{m.id} {m.type}: {m.start.astimezone(CHINA_TZ):%m-%d %H:%M}–"
+                             f"{(m.end.astimezone(CHINA_TZ).strftime('%m-%d %H:%M') if m.end else '…')} {m.reason}"))
+    chart.add(HLine(float(case["limit"]), _LIMIT, f"限值 {case['limit']:g}"))
+    points: list = []
+    flagged: list = []
+    flag_titles: list[str] = []
+    previous_end = None
+    for h, hour_end in sorted(zip(hours, ends), key=lambda x: x[1]):
+        if previous_end is not None and hour_end - HOUR > previous_end:
+            points.append((hour_end - HOUR, None))  # hours apart: a gap, not a line across it
+        for m in h.get("minutes") or []:
+            t = datetime.fromisoformat(m["time"])
+            v = m.get("value")
+            points.append((t, None if v is None else float(v)))
+            if m.get("flag") not in (None, "", "N") and v is not None:
+                flagged.append((t, float(v)))
+                flag_titles.append(f"{t.astimezone(CHINA_TZ):%H:%M} {v} 标识 {m['flag']}")
+        previous_end = hour_end
+    chart.add(Line(points, _RAW, width=1.0, title="分钟数据（实测）"))
+    for verdict, colour in (("exceeded", _AVG_EXCEEDED), ("marked", _AVG_OTHER), ("withdrawn", _AVG_OTHER)):
+        segs = [(e - HOUR, e, h["avg_o2corr"]) for h, e in zip(hours, ends) if h["verdict"] == verdict]
+        if segs:
+            chart.add(Steps(segs, colour, titles=[f"{e.astimezone(CHINA_TZ):%m-%d %H:00} 折算均值 {v} ({verdict})"
+                                                  for _, e, v in segs]))
+    if flagged:
+        chart.add(Markers(flagged, _FLAGGED, titles=flag_titles))
+    return chart.render()

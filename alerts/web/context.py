@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import Engine
+
+from alerts.cases.db import make_engine, migrate
+from alerts.cases.store import CasePolicy
 from alerts.web.sessions import SessionCodec, load_or_create_key
 from alerts.web.throttle import LoginThrottle
 from alerts.web.users import UsersFile
@@ -37,10 +41,23 @@ class WebContext:
     throttle: LoginThrottle
     influx: InfluxQL
     registry: Registry
+    engine: Engine
     counters: Counters = field(default_factory=Counters)
+
+    @property
+    def url_template(self) -> str:
+        return self.cfg.alerts.case_url_template
+
+    @property
+    def policy(self) -> CasePolicy:
+        return CasePolicy.from_config(self.cfg.cases)
 
     @classmethod
     def from_config(cls, cfg: Config, registry: Registry | None = None) -> "WebContext":
+        """Everything the app needs; brings the case database to the newest migration
+        (idempotent, and safe while `aqpipe alerts` starts too)."""
+        engine = make_engine(cfg)
+        migrate(engine)
         return cls(
             cfg=cfg,
             users=UsersFile(users_path(cfg)),
@@ -48,4 +65,5 @@ class WebContext:
             throttle=LoginThrottle(cfg.web.login_max_failures, cfg.web.login_window_s),
             influx=InfluxQL.from_config(cfg.influx),
             registry=registry if registry is not None else Registry.load(cfg.registry_path),
+            engine=engine,
         )
