@@ -72,7 +72,7 @@ def case_chart_svg(case: dict, marks: list, pollutant_label: str) -> str:
         return ""
     ends = [datetime.fromisoformat(h["hour_end"]) for h in hours]
     start, end = min(ends) - HOUR, max(ends)
-    chart = TimeChart(start=start, end=end, width=720, height=260, y_min=0, y_unit="mg/m³",
+    chart = TimeChart(start=start, end=end, width=720, height=270, y_min=0, y_unit="mg/m³", margin=(22, 56, 26, 44),
                       title=f"{case['outlet']} {pollutant_label}: 分钟数据与小时折算均值 vs 限值 {case['limit']:g}")
     for m in marks:
         if not m.active:

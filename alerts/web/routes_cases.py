@@ -27,7 +27,15 @@ from alerts.web.svgchart import CHINA_TZ
 
 router = APIRouter(include_in_schema=False)
 DEADLINE_LABELS = {"reinspection": "复查到期", "enterprise_report": "企业报告到期"}
-ACTION_LABELS = {"opened": "立案前登记（系统）", "transition": "流转", "hour_added": "新增超标小时",
+# The desk's words for the workflow's fields and for audit actions (workflow.py keeps the
+# English help; these are what an inspector reads beside the field code).
+FIELD_LABELS = {"reason": "不予立案理由", "finding": "核实结论", "case_number": "立案编号", "doc_number": "决定书文号",
+                "fine": "罚款金额（元）", "result": "复查结果", "outcome": "结案结论", "measures": "措施",
+                "discharge_stopped": "已限产或停产，排放已停止（不按日连续处罚）"}
+DATE_LABELS = {"filing date": "立案日期", "date the order was served": "送达日期", "re-inspection day": "复查日期",
+               "date the new order was served": "新的责令改正送达日期", "closing date": "结案日期"}
+CHOICE_LABELS = {"corrected": "已改正", "continuing": "违法行为继续", "refused": "拒绝、阻挠复查"}
+ACTION_LABELS = {"opened": "登记待核实", "transition": "流转", "hour_added": "新增超标小时",
                  "hour_revised": "小时数据重算", "hour_withdrawn": "小时撤出证据", "hour_reinstated": "小时恢复",
                  "hour_marked": "小时被标记", "hour_unmarked": "小时标记撤销",
                  "enterprise_report_received": "收到企业报告"}
@@ -68,9 +76,9 @@ def cases_page(request: Request, status: str = "", enterprise: str = "", outlet:
     rows = []
     for v in views:
         j = v.to_json()
-        due = [d for d in v.deadlines if d["overdue"]] or [
-            d for d in v.deadlines if not d["met_at"] and not d["cancelled_at"]]
-        rows.append({"case": j, "deadline": due[0] if due else None})
+        pending = sorted((d for d in v.deadlines if not d["met_at"] and not d["cancelled_at"]),
+                         key=lambda d: (not d["overdue"], d["due"]))
+        rows.append({"case": j, "deadlines": pending})
     return render(request, "cases.html", {
         "rows": rows, "filters": {k: v or "" for k, v in filters.items()}, "states": workflow.STATES,
         "deadline_labels": DEADLINE_LABELS})
@@ -96,7 +104,8 @@ def _case_page(request: Request, case_id: int, error: str = "", status_code: int
         "case": j, "view": view, "chart": case_chart_svg(j, view.marks, pollutant), "pollutant": pollutant,
         "transitions": transitions if can_move else [], "can_move": can_move, "states": workflow.STATES,
         "fields": workflow.FIELDS, "measure_kinds": workflow.MEASURE_KINDS, "error": error, "form": form or {},
-        "deadline_labels": DEADLINE_LABELS, "action_labels": ACTION_LABELS, "today": date.today().isoformat(),
+        "deadline_labels": DEADLINE_LABELS, "action_labels": ACTION_LABELS, "field_labels": FIELD_LABELS,
+        "choice_labels": CHOICE_LABELS, "date_labels": DATE_LABELS, "today": date.today().isoformat(),
     }, status_code=status_code)
 
 

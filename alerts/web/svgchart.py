@@ -209,8 +209,9 @@ class TimeChart:
             out.append(f'<line x1="{left}" x2="{self.width - right}" y1="{y}" y2="{y}" stroke="#eee"/>')
             out.append(f'<text x="{left - 4}" y="{y}" font-size="11" text-anchor="end" '
                        f'dominant-baseline="middle" fill="#555">{escape(_label(v))}</text>')
-        if self.y_unit:
-            out.append(f'<text x="4" y="{top + 8}" font-size="11" fill="#555">{escape(self.y_unit)}</text>')
+        if self.y_unit:  # above the axis, in the top margin
+            out.append(f'<text x="{left}" y="{max(top - 12, 9)}" font-size="11" text-anchor="middle" '
+                       f'fill="#555">{escape(self.y_unit)}</text>')
         return out
 
     def _x_axis(self) -> list[str]:
