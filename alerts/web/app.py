@@ -12,10 +12,11 @@ import logging
 import time
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alerts.web import metrics
 from alerts.web.context import WebContext
@@ -71,21 +72,15 @@ def create_app(ctx: WebContext) -> FastAPI:
     async def _to_login(request: Request, exc: LoginRequired):
         return RedirectResponse(login_url(exc.next_path), status_code=303)
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException):
-        if _wants_json(request):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-        return render(request, "error.html", {"status": exc.status_code, "detail": exc.detail},
-                      status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(404)
-    async def _not_found(request: Request, exc: Exception):
-        detail = getattr(exc, "detail", None)
-        if detail in (None, "Not Found"):  # no route: say so in the page's language
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail
+        if exc.status_code == 404 and detail == "Not Found":  # no such route: say so in the page's language
             detail = "页面不存在 (not found)"
         if _wants_json(request):
-            return JSONResponse({"detail": detail}, status_code=404)
-        return render(request, "error.html", {"status": 404, "detail": detail}, status_code=404)
+            return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+        return render(request, "error.html", {"status": exc.status_code, "detail": detail},
+                      status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError):

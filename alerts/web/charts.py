@@ -7,7 +7,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from alerts.web.aqi_data import CategoryShare, HourAqi
 from alerts.web.hj633 import category
-from alerts.web.svgchart import CHINA_TZ, Bars, HLine, TimeChart
+from alerts.web.svgchart import CHINA_TZ, Band, Bars, HLine, Line, Markers, Steps, TimeChart
 
 HOUR = timedelta(hours=1)
 
@@ -65,8 +65,6 @@ def case_chart_svg(case: dict, marks: list, pollutant_label: str) -> str:
 
     `case` is `CaseView.to_json(minutes=True)`; `marks` the case's `Mark`s (store objects).
     """
-    from alerts.web.svgchart import Band, Line, Markers, Steps
-
     hours = case["hours"]
     if not hours:
         return ""

@@ -72,7 +72,10 @@ class Browser:
 def web_config(env, influx):
     import servers
 
-    return load_config(None, {**env, "AQPIPE_WEB__PORT": str(servers.free_port())})
+    port = servers.free_port()
+    # case_url (what an alert links to) points at this test's server, as make run's points at 9120
+    return load_config(None, {**env, "AQPIPE_WEB__PORT": str(port),
+                              "AQPIPE_ALERTS__CASE_URL_TEMPLATE": f"http://127.0.0.1:{port}/cases/{{case_id}}"})
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from selenium.webdriver.common.by import By
 
-from tests.integration.test_web import LATEST, write_aqi
+from tests.integration.test_web import write_aqi
 
 pytestmark = pytest.mark.integration
 HOUR = timedelta(hours=1)
