@@ -70,10 +70,19 @@ def check_csrf(request: Request, auth: PageAuth, token: str | None) -> None:
 
 def api_principal(request: Request) -> Principal:
     """The bearer token's holder; 401 without a valid token."""
+    c = ctx(request)
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    principal = ctx(request).users.check_token(token.strip()) if scheme.lower() == "bearer" and token else None
+    token = token.strip()
+    address = request.client.host if request.client else "?"
+    key = f"token:{c.users.token_id(token) or '?'}"
+    wait = c.throttle.retry_after(key, address)
+    if wait is not None:  # a client guessing tokens is slowed down like one guessing passwords
+        raise HTTPException(429, "too many requests with a wrong token", headers={"Retry-After": str(int(wait) + 1)})
+    principal = c.users.check_token(token) if scheme.lower() == "bearer" and token else None
     if principal is None:
+        if token:
+            c.throttle.failed(key, address)
         raise HTTPException(401, "a valid API token is required: Authorization: Bearer aqp_...",
                             headers={"WWW-Authenticate": 'Bearer realm="aqpipe"'})
     request.state.user = principal.name
@@ -93,6 +102,7 @@ def login_url(next_path: str) -> str:
 
 def safe_next(value: str | None, default: str) -> str:
     """Only a local path may be a redirect target after login (no open redirect)."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+    if (value and value.startswith("/") and not value.startswith("//") and "\\" not in value
+            and value.isprintable() and " " not in value):  # browsers drop tabs: "/\t/x" would be "//x"
         return value
     return default

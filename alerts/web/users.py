@@ -239,8 +239,9 @@ class UsersFile:
             return cached
         m = TOKEN_RE.match(token)
         entry = self._tokens.get(m.group(1)) if m else None
-        ok = verify_secret(m.group(2) if m else token, entry.hash if entry else _dummy_hash())
-        if not (ok and entry):
+        if entry is None:  # no scrypt for a malformed token or an unknown id: the ids are not secret
+            return None
+        if not verify_secret(m.group(2), entry.hash):
             return None
         principal = Principal(entry.name, entry.role, "token")
         with self._lock:

@@ -222,10 +222,19 @@ def test_logout_needs_csrf_and_ends_the_session(client, ctx):
     assert client.get("/account").status_code == 303
 
 
-def test_login_redirect_stays_on_this_site(client, ctx):
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\t/evil.example", "/\\evil"])
+def test_login_redirect_stays_on_this_site(client, ctx, target):
     password = ctx.users.add_user("wang", "inspector")
-    r = login(client, "wang", password, next_path="//evil.example/x")
+    r = login(client, "wang", password, next_path=target)
     assert r.headers["location"] == "/account"
+
+
+def test_wrong_api_tokens_are_throttled_per_client(client, ctx):
+    token = ctx.users.add_token("bot", "viewer")
+    for _ in range(3):
+        r = client.get("/api/v1/me", headers={"Authorization": "Bearer aqp_000000000000_guessguessguessguessguess"})
+        assert r.status_code == 401
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 429
 
 
 def test_an_unknown_page_is_404(client):

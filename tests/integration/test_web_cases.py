@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from alerts.cases import store
+from alerts.cases.marks import list_marks
 from alerts.cases.schema import alerts as alerts_table
 from alerts.web.app import create_app
 from alerts.web.context import WebContext
@@ -70,6 +71,10 @@ def client(ctx):
         yield c
 
 
+def marks_of(conn) -> list:
+    return list_marks(conn, include_removed=True)
+
+
 def _csrf(html: str) -> str:
     return re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)
 
@@ -122,8 +127,12 @@ def test_a_viewer_sees_no_transition_form_and_a_forged_post_is_refused(client, c
     assert 'action="/cases/' not in html and 'id="no-actions"' in html
     r = client.post(f"/cases/{case_id}/transition", data={"csrf": csrf, "to_state": "verified"})
     assert r.status_code == 403
+    r = client.post("/marks", data={"csrf": csrf, "outlet": "TS-GAS-01", "type": "stopped",
+                                    "start": "2026-11-28T08:00", "reason": "forged"})
+    assert r.status_code == 403
     with ctx.engine.begin() as conn:
         assert store.get_case(conn, case_id).status == "open"
+        assert marks_of(conn) == []
 
 
 def test_a_transition_without_csrf_is_refused(client, ctx):
