@@ -6,8 +6,7 @@ import argparse
 import getpass
 import sys
 
-from alerts.web.context import users_path
-from alerts.web.users import ROLES, UserError, UsersFile, UsersFileError
+from alerts.web.users import ROLES, UserError, UsersFile, UsersFileError, users_path
 from aqpipe.cliutil import AddCommon, load_or_exit
 from aqpipe.config import Config
 from aqpipe.runner import run_services

@@ -11,14 +11,10 @@ from alerts.cases.db import make_engine, migrate
 from alerts.cases.store import CasePolicy
 from alerts.web.sessions import SessionCodec, load_or_create_key
 from alerts.web.throttle import LoginThrottle
-from alerts.web.users import UsersFile
+from alerts.web.users import UsersFile, users_path
 from aqpipe.config import Config
 from aqpipe.influx import InfluxQL
 from aqpipe.registry import Registry
-
-
-def users_path(cfg: Config) -> Path:
-    return cfg.web.users_file or cfg.data_dir / "web-users.toml"
 
 
 def session_key_path(cfg: Config) -> Path:

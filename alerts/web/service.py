@@ -11,9 +11,12 @@ import logging
 import threading
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
 from alerts.web.app import create_app
 from alerts.web.context import WebContext
+from alerts.web.sessions import SessionKeyError
+from alerts.web.users import UsersFileError
 from aqpipe.config import Config
 from aqpipe.errors import ConfigError
 
@@ -23,7 +26,14 @@ log = logging.getLogger("aqpipe.web")
 class WebService:
     def __init__(self, cfg: Config, ctx: WebContext | None = None) -> None:
         self.cfg = cfg
-        self.ctx = ctx or WebContext.from_config(cfg)
+        try:
+            self.ctx = ctx or WebContext.from_config(cfg)
+        except SQLAlchemyError as e:  # the runner reports a ConfigError with its key and exits 2
+            raise ConfigError("cases.database_url", f"the case database cannot be opened or migrated: "
+                                                    f"{type(e).__name__}: {str(e).splitlines()[0]}") from e
+        except (UsersFileError, SessionKeyError) as e:
+            raise ConfigError("web.users_file" if isinstance(e, UsersFileError) else "web.session_key_file",
+                              str(e)) from e
         self.app = create_app(self.ctx)
         proxies = cfg.web.trusted_proxies.strip()
         self._server = uvicorn.Server(uvicorn.Config(

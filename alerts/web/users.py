@@ -41,6 +41,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
+from aqpipe.config import Config
+
 Role = Literal["inspector", "operator", "viewer"]
 ROLES: tuple[Role, ...] = ("inspector", "operator", "viewer")
 Action = Literal["read", "mark", "transition"]
@@ -59,6 +61,11 @@ MIN_PASSWORD = 10
 # the scrypt paper; verified tokens are cached in memory so an API client pays it once.
 _N, _R, _P = 2**14, 8, 1
 _MAXMEM = 64 * 1024 * 1024
+
+
+def users_path(cfg: Config) -> Path:
+    """`web.users_file`, else DATA_DIR/web-users.toml."""
+    return cfg.web.users_file or cfg.data_dir / "web-users.toml"
 
 
 class UsersFileError(ValueError):

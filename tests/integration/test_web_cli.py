@@ -80,3 +80,9 @@ def test_web_refuses_a_port_in_use_with_exit_2(env):
         r = subprocess.run([AQPIPE, "web"], env={**os.environ, **env, "AQPIPE_WEB__PORT": str(port)},
                            capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "web.port" in r.stderr
+
+
+def test_web_says_which_key_when_the_case_database_cannot_be_opened(env, tmp_path):
+    bad = {**os.environ, **env, "AQPIPE_CASES__DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    r = subprocess.run([AQPIPE, "web"], env=bad, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cases.database_url" in r.stderr and "Traceback" not in r.stderr
