@@ -59,7 +59,7 @@ _FLAGGED = "#f5a623"  # a minute with a data logger flag other than N
 _MARK_BAND = "#4a90e2"  # an exempting mark's interval
 
 
-def case_chart_svg(case: dict, marks: list, pollutant_label: str) -> str:
+def case_chart_svg(case: dict, marks: list, pollutant_label: str, width: int = 720, height: int = 270) -> str:
     """Minute data (raw) and the hourly O2-corrected averages against the limit line, with
     flagged minutes as orange squares and marked intervals as blue bands.
 
@@ -70,7 +70,7 @@ def case_chart_svg(case: dict, marks: list, pollutant_label: str) -> str:
         return ""
     ends = [datetime.fromisoformat(h["hour_end"]) for h in hours]
     start, end = min(ends) - HOUR, max(ends)
-    chart = TimeChart(start=start, end=end, width=720, height=270, y_min=0, y_unit="mg/m³", margin=(22, 56, 26, 44),
+    chart = TimeChart(start=start, end=end, width=width, height=height, y_min=0, y_unit="mg/m³", margin=(22, 56, 26, 44),
                       title=f"{case['outlet']} {pollutant_label}: 分钟数据与小时折算均值 vs 限值 {case['limit']:g}")
     for m in marks:
         if not m.active:

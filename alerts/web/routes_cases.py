@@ -101,7 +101,9 @@ def _case_page(request: Request, case_id: int, error: str = "", status_code: int
     exceeded = [h["avg_o2corr"] for h in j["hours"] if h["exceeded"] and h["avg_o2corr"] is not None]
     return render(request, "case.html", {
         "worst": max(exceeded) if exceeded else None,
-        "case": j, "view": view, "chart": case_chart_svg(j, view.marks, pollutant), "pollutant": pollutant,
+        "case": j, "view": view, "chart": case_chart_svg(j, view.marks, pollutant),
+        # the same chart drawn for a phone's width, so its labels stay legible there
+        "chart_narrow": case_chart_svg(j, view.marks, pollutant, width=380, height=240), "pollutant": pollutant,
         "transitions": transitions if can_move else [], "can_move": can_move, "states": workflow.STATES,
         "fields": workflow.FIELDS, "measure_kinds": workflow.MEASURE_KINDS, "error": error, "form": form or {},
         "deadline_labels": DEADLINE_LABELS, "action_labels": ACTION_LABELS, "field_labels": FIELD_LABELS,

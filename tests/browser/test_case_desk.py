@@ -55,7 +55,7 @@ def test_inspector_verifies_files_and_orders_a_case(browser, phone, web):
     d = browser.driver
     assert d.find_element(By.ID, "exceeded-hours").text == "3"
     assert len(d.find_elements(By.CSS_SELECTOR, "#hours tr.verdict-exceeded")) == 3
-    chart = d.find_element(By.CSS_SELECTOR, "#chart svg")
+    chart = d.find_element(By.CSS_SELECTOR, "#chart .wide svg")
     assert chart.size["width"] > 300 and chart.find_elements(By.CSS_SELECTOR, "line.hline")
     assert len(chart.find_elements(By.CSS_SELECTOR, "line.step")) == 3
     browser.screenshot("case")
@@ -85,6 +85,8 @@ def test_inspector_verifies_files_and_orders_a_case(browser, phone, web):
         return [...document.querySelectorAll('main *')].filter(e => e.getBoundingClientRect().right > 392
                  && !e.closest('.scroll')).map(e => e.tagName + '.' + e.className + ' ' + e.getBoundingClientRect().right)""")
     assert wide == []  # nothing but the wide tables (which scroll by themselves) leaves a phone's screen
+    narrow = phone.driver.find_element(By.CSS_SELECTOR, "#chart .narrow svg")
+    assert narrow.is_displayed() and not phone.driver.find_element(By.CSS_SELECTOR, "#chart .wide svg").is_displayed()
     phone.screenshot("case-phone")
 
 
@@ -134,7 +136,7 @@ def test_operator_enters_a_mark_and_sees_its_effect(browser, web):
     browser.screenshot("marks")
     browser.get(f"/cases/{case_id}")
     assert d.find_element(By.ID, "exceeded-hours").text == "2"
-    assert d.find_elements(By.CSS_SELECTOR, "#chart svg rect.band")
+    assert d.find_elements(By.CSS_SELECTOR, "#chart .wide svg rect.band")
 
 
 def test_alerts_page(browser, web):

@@ -114,7 +114,7 @@ def test_the_case_page_shows_facts_hours_chart_and_only_the_allowed_transitions(
     assert ENTERPRISE in html and PERMIT in html and 'id="exceeded-hours">3<' in html
     assert html.count('class="verdict-exceeded"') == 3
     assert '<b id="worst">70.5</b>' in html and "超出 41%" in html  # (70.5 - 50) / 50
-    chart = html[html.index('<div class="casechart">'):html.index("</svg>", html.index('<div class="casechart">'))]
+    chart = html[html.index('<div class="casechart wide">'):html.index("</svg>", html.index('<div class="casechart wide">'))]
     assert 'class="hline"' in chart and chart.count('class="step"') == 3 and chart.count('class="marker"') == 15
     assert 'id="to-verified"' in html and 'id="to-dismissed"' in html and 'id="to-filed"' not in html
     assert f'href="/cases/{case_id}/export.csv"' in html
