@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
                     "hour or day is over (+ aggregator.settle_s) compute it from the readings in InfluxDB: "
                     "aqi_hourly, aqi_daily (cn-2012 / cn-2026 / us), stack_hourly, also published on "
                     "aq/v1/derived/... Late readings (within aggregator.lateness_hours) recompute what they "
-                    "touch. SIGTERM/Ctrl-C: stop consuming, journal, ack, exit 0. See aggregator/README.md.")
+                    "touch. SIGTERM/Ctrl-C: stop consuming, journal, ack, exit 0; exit 70 when a thread keeps "
+                    "failing (threads.max_restarts), for systemd to restart it. See aggregator/README.md.")
     add_common(p)
     p.set_defaults(func=cmd_aggregate)
 

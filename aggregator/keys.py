@@ -15,8 +15,9 @@ DAY = 86400
 CHINA_OFFSET_S = 8 * HOUR
 
 # An ambient hour feeds the hourly AQI of the next hours too: the O3 / CO 8-hour moving
-# averages (8 h) and the US NowCast of PM (12 h). So hour H dirties hours H … H + 11 h.
-AMBIENT_HOURS_AFFECTED = 12
+# averages (8 h), the US NowCast of PM (12 h) and the trailing 24-hour SO2 (the CN rule for
+# 1-hour SO2 above 800 µg/m³, the US SO2 24-hour index). So hour H dirties hours H … H + 23 h.
+AMBIENT_HOURS_AFFECTED = 24
 
 
 class InputKey(NamedTuple):

@@ -13,6 +13,8 @@ DIRTY = Gauge("aqpipe_aggregator_dirty_rollups", "Rollups waiting to be (re)comp
 WAITING_FOR_INGEST = Counter("aqpipe_aggregator_waits_total",
                              "Batches postponed because InfluxDB did not yet hold readings seen on MQTT")
 GAVE_UP_WAITING = Counter("aqpipe_aggregator_missing_readings_total",
-                          "Hours computed without readings seen on MQTT but never stored (max_wait_s passed)")
+                          "Input hours computed without readings seen on MQTT but not stored (max_wait_s passed)")
+INCOMPLETE = Gauge("aqpipe_aggregator_incomplete_rollups",
+                   "Rollups written complete=false, re-checked until their readings land or lateness_hours pass")
 ERRORS = Counter("aqpipe_aggregator_errors_total", "Failed batches (query or write), retried", ["kind"])
 MQTT_CONNECTED = Gauge("aqpipe_aggregator_mqtt_connected", "1 while the aggregator is connected to the broker")

@@ -54,6 +54,11 @@ class Point:
     topic: str  # derived topic suffix: "aqi/{station}" | "stack/{outlet}"
     record: dict
 
+    def set_complete(self, complete: bool) -> None:
+        """Whether every reading seen on MQTT for the hours it uses was in InfluxDB."""
+        self.fields["complete"] = complete
+        self.record["complete"] = complete
+
     def line(self) -> str:
         tags = ",".join(f"{k}={_escape_tag(v)}" for k, v in sorted(self.tags.items()))
         fields = ",".join(f"{k}={_field(v)}" for k, v in self.fields.items())

@@ -1,10 +1,19 @@
 """The aggregator service: MQTT tells it what is dirty, InfluxDB tells it the numbers.
 
-Three threads: paho's network loop decodes each message only to learn which
-(station/outlet, hour) it touches; the persister records that in the journal (fsync) and
-then acknowledges; the scheduler computes every dirty rollup whose period is over (plus
-`settle_s`) from the readings stored in InfluxDB, writes the points (idempotent: same
+Three threads: paho's network loop reads each message only to learn which (station/outlet,
+hour, reading time, fields) it touches (`aqpipe.decoders.touches`, no full decode); the
+persister records that in the journal (fsync) and then acknowledges; the scheduler computes
+every dirty rollup whose period is over (plus `settle_s`) from the readings stored in
+InfluxDB once InfluxDB holds every field seen on MQTT, writes the points (idempotent: same
 measurement, tags and time) and publishes them on aq/v1/derived/...
+
+Giving up on readings that do not land is provisional: after `max_wait_s` the rollup is
+written with complete=false and re-checked every `recheck_s`; when the readings land
+(ingest drained its spool, a dead letter was replayed) it is recomputed, complete=true.
+
+Each runs under a Supervisor (aqpipe/supervision.py): paho's callbacks are guarded, the
+persister and the scheduler are restarted after an unexpected exception (the persister
+keeps the items in hand), and /readyz names a thread that is failing, dead or stalled.
 """
 
 from __future__ import annotations
@@ -13,29 +22,33 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import paho.mqtt.client as paho
 
-from aggregator import metrics
+from aggregator import metrics, presence
 from aggregator.keys import DAY, HOUR, InputKey, OutputKey, affected, closes_at, day_of_hour, hour_of_ns, inputs_of
+from aggregator.presence import Marks
 from aggregator.rollup import AqiOptions, Point, ambient_points, stack_points
-from aggregator.source import AMBIENT_FIELDS, NS, STACK_FIELDS, fetch, identities
+from aggregator.source import NS, fetch, identities
 from aggregator.state import AggregatorState
 from aqpipe.config import Config
-from aqpipe.decode import MessageDecoder
-from aqpipe.errors import RejectedReading
+from aqpipe.decoders.touches import Touch, touches
+from aqpipe.errors import Reason, RejectedReading
 from aqpipe.influx import InfluxQL, QueryError, WriteError, make_writer
 from aqpipe.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
-from aqpipe.reading import Reading
+from aqpipe.reading import IDENTITY_TAG
 from aqpipe.registry import Registry
+from aqpipe.supervision import Policy, Supervisor
 from aqpipe.topics import subscriptions
 
 log = logging.getLogger("aqpipe.aggregator")
 
 MAX_RUN_DAYS = 7  # days computed per query batch (bounds memory and response size)
 WRITE_CHUNK = 5000
-_RELEVANT = {"ambient": frozenset(AMBIENT_FIELDS), "stack": frozenset(STACK_FIELDS)}
+EXPIRE_EVERY_S = 60.0  # how often seen readings and incomplete rollups past the lateness are dropped
+# Thread names: labels of aqpipe_thread_errors_total, named by /readyz.
+MQTT_THREAD, JOURNAL_THREAD, SCHEDULER_THREAD = "aggregator-mqtt", "aggregator-journal", "aggregator-scheduler"
 
 
 class AggregatorService:
@@ -45,24 +58,29 @@ class AggregatorService:
         self.acfg = cfg.aggregator
         self.clock = clock
         self.registry = registry if registry is not None else Registry.load(cfg.registry_path)
-        self.decoder = MessageDecoder.from_config(cfg, self.registry)
         self.state = AggregatorState(cfg.data_dir / "aggregator")
         self.query = InfluxQL.from_config(cfg.influx)
         self.writer = make_writer(cfg.influx)
         self.options = AqiOptions(self.acfg.cn_standards, self.acfg.cn_2026_effective, self.acfg.us)
+        self.supervisor = Supervisor(Policy.from_config(cfg.threads))
+        self.status_interval_s = self.acfg.status_interval_s
         self.client = make_client(cfg.mqtt, client_id=self.acfg.client_id, manual_ack=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = self._on_subscribe
+        guard = self.supervisor.callback  # nothing escapes into paho's loop (it would end the thread)
+        self.client.on_connect = guard(MQTT_THREAD, self._on_connect, _logged_only)
+        self.client.on_disconnect = guard(MQTT_THREAD, self._on_disconnect, _logged_only)
+        self.client.on_message = guard(MQTT_THREAD, self._on_message, self._on_message_failed)
+        self.client.on_subscribe = guard(MQTT_THREAD, self._on_subscribe, _logged_only)
+        self.supervisor.watch(MQTT_THREAD, lambda: getattr(self.client, "_thread", None))
         self._generation = 0
         self._accepting = True
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
-        self._persister = threading.Thread(target=self._persist_loop, name="aqpipe-agg-journal", daemon=True)
-        self._scheduler = threading.Thread(target=self._schedule_loop, name="aqpipe-agg-scheduler", daemon=True)
+        self._journal_in_hand: tuple[list, bool] | None = None  # kept across a restart of the persister
+        self._persister = self.supervisor.thread(JOURNAL_THREAD, self._persist_loop)
+        self._scheduler = self.supervisor.thread(SCHEDULER_THREAD, self._schedule_loop)
         self._failures = 0
         self._last_watermark = 0.0
+        self._last_expiry = 0.0
         self._resumed = self.state.watermark is not None  # a previous run left its journal
         self._recompute_all = threading.Event()
         self._recomputed_on_start = threading.Event()
@@ -104,56 +122,96 @@ class AggregatorService:
         self.received += 1
         token = (self._generation, msg.mid, msg.qos)
         try:
-            readings = self.decoder.decode(msg.topic, msg.payload, time.time_ns())
+            marks = self._marks(touches(msg.topic, msg.payload, self.cfg.mqtt.topic_prefix, self.registry,
+                                        self.cfg.ingest.max_payload_bytes))
         except RejectedReading:
             self.rejected += 1  # ingest dead-letters it; nothing for us to compute
-            readings = []
-        self._queue.put((self._marks(readings), token))
+            marks = {}
+        self._queue.put((marks, token))
 
-    def _marks(self, readings: list[Reading]) -> dict[InputKey, set[int]]:
+    def _on_message_failed(self, client: paho.Client, userdata, msg: paho.MQTTMessage, error: Exception) -> None:
+        """Learning what the message touches raised (a bug; logged and counted already). Ingest
+        stores or dead-letters the same message on its own; what the aggregator owes it is a
+        recompute of the hours it touched, which it cannot name now. So: acknowledge it after
+        the journal (it must not stay unacked for ever, nor block the ones behind it) and
+        recompute the whole lateness window from InfluxDB, as after a lost session."""
+        if not self._accepting:
+            return
+        self._recompute_all.set()
+        self._queue.put(({}, (self._generation, msg.mid, msg.qos)))
+
+    def _marks(self, touched: list[Touch]) -> dict[InputKey, Marks]:
+        """Per input hour, the reading times and fields to wait for."""
+        if not touched:
+            return {}  # e.g. an HJ 212 command that carries no data
+        now_ns = time.time_ns()
+        # Ingest's time window (aqpipe.validate) rejects the whole message: so do we.
+        if max(t.time_ns for t in touched) > now_ns + int(self.cfg.ingest.future_tolerance_s * NS):
+            raise RejectedReading(Reason.FUTURE, "a reading beyond ingest.future_tolerance_s")
+        if min(t.time_ns for t in touched) < now_ns - int(self.cfg.ingest.retention_days * DAY * NS):
+            raise RejectedReading(Reason.TOO_OLD, "a reading beyond ingest.retention_days")
         oldest_ns = int((self.clock() - self.acfg.lateness_hours * HOUR) * NS)
-        seen: dict[InputKey, set[int]] = {}
-        for r in readings:
-            if r.time_ns < oldest_ns:
+        seen: dict[InputKey, Marks] = {}
+        for t in touched:
+            if t.time_ns < oldest_ns:
                 continue  # beyond the lateness: stored by ingest, not recomputed (README)
-            if not (_RELEVANT[r.measurement] & (r.values.keys() | r.flags.keys())) and r.status is None:
+            mask = presence.mask_of(t.measurement, t.fields)
+            if not mask:
                 continue  # e.g. meteorology only: no rollup depends on it
-            hour = hour_of_ns(r.time_ns)
-            seen.setdefault(InputKey(r.measurement, r.identity, hour), set()).add(r.time_ns - (hour - HOUR) * NS)
+            hour = hour_of_ns(t.time_ns)
+            marks = seen.setdefault(InputKey(t.measurement, t.identity, hour), {})
+            offset = t.time_ns - (hour - HOUR) * NS
+            marks[offset] = marks.get(offset, 0) | mask
         return seen
 
     # --- persister thread: journal, then ack ---
     def _persist_loop(self) -> None:
         done = False
         while not done:
-            try:
-                first = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            items = []
-            if first is None:
-                done = True
-            else:
-                items.append(first)
-            while len(items) < 10_000:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    done = True
-                    break
-                items.append(item)
+            if self._journal_in_hand is None:  # else: restarted after an error, journalled again
+                self._journal_in_hand = self._take()
+            items, done = self._journal_in_hand
             if items:
                 self._persist(items)
+            # Journalled: acked once only (a message id acked twice could ack the message that
+            # reuses it), so the items leave our hands before the acks go out.
+            self._journal_in_hand = None
+            if items:
+                self._acknowledge(items)
+            self.supervisor.beat(JOURNAL_THREAD)
+
+    def _take(self) -> tuple[list, bool]:
+        """Wait for queued marks; returns up to 10,000 of them and whether stop() was asked."""
+        while True:
+            try:
+                first = self._queue.get(timeout=0.5)
+                break
+            except queue.Empty:
+                self.supervisor.beat(JOURNAL_THREAD)
+        if first is None:
+            return [], True
+        items = [first]
+        while len(items) < 10_000:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return items, True
+            items.append(item)
+        return items, False
 
     def _persist(self, items: list) -> None:
-        seen: dict[InputKey, set[int]] = {}
+        seen: dict[InputKey, Marks] = {}
         for marks, _ in items:
-            for key, offsets in marks.items():
-                seen.setdefault(key, set()).update(offsets)
+            for key, m in marks.items():
+                have = seen.setdefault(key, {})
+                for offset, mask in m.items():
+                    have[offset] = have.get(offset, 0) | mask
         dirty = {out for key in seen for out in affected(key)}
         self.state.mark(seen, dirty)
+
+    def _acknowledge(self, items: list) -> None:
         ack_durable(self.client, [token for _, token in items], self._generation)
         self.journalled += len(items)
         metrics.DIRTY.set(self.state.counts()[0])
@@ -163,7 +221,8 @@ class AggregatorService:
         return closes_at(key) + self.acfg.settle_s
 
     def _schedule_loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._recomputed_on_start.is_set():
+            self.supervisor.beat(SCHEDULER_THREAD)
             try:
                 self._recompute_since_watermark()
                 self._recomputed_on_start.set()
@@ -180,6 +239,7 @@ class AggregatorService:
                 except (QueryError, WriteError) as e:
                     log.warning("event=recompute_failed detail=%r (retrying)", str(e)[:200])
             self.run_once()
+            self.supervisor.beat(SCHEDULER_THREAD)
             self._stop.wait(self.acfg.tick_s)
 
     def _recompute_since_watermark(self, full: bool = False) -> None:
@@ -210,19 +270,36 @@ class AggregatorService:
     def run_once(self) -> int:
         """Compute every rollup that is due now; returns how many points were written."""
         now = self.clock()
+        if now - self._last_expiry >= EXPIRE_EVERY_S:
+            self._expire(now)
         due = self.state.snapshot_due(now, self._due_at)
+        rechecks = self.state.snapshot_recheck(now)
         if not due:
             self._maybe_advance_watermark(now)
             self.idle.set()
-            return 0
-        self.idle.clear()
+            if not rechecks:
+                return 0
+        else:
+            self.idle.clear()
         written = 0
         for kind in ("ambient", "stack"):
             outs = {k: s for k, s in due.items() if k.kind == kind}
-            for run in _day_runs(outs):
-                written += self._compute(kind, run, now)
+            again = {k: n for k, n in rechecks.items() if k.kind == kind}
+            for run in _day_runs(outs, again):
+                written += self._compute(kind, {k: outs[k] for k in run if k in outs},
+                                         {k: again[k] for k in run if k in again and k not in outs}, now)
         metrics.DIRTY.set(self.state.counts()[0])
+        metrics.INCOMPLETE.set(self.state.incomplete_count())
         return written
+
+    def _expire(self, now: float) -> None:
+        """Past `lateness_hours` nothing is recomputed: stop waiting for readings that never landed."""
+        self._last_expiry = now
+        oldest = now - self.acfg.lateness_hours * HOUR
+        for out in self.state.expire(oldest, closes_at, lambda key: max(closes_at(o) for o in affected(key))):
+            log.warning("event=rollup_left_incomplete kind=%s identity=%s period=%s time=%d "
+                        "(readings seen on MQTT never reached InfluxDB within lateness_hours)",
+                        out.kind, out.identity, out.period, out.time)
 
     def _maybe_advance_watermark(self, now: float) -> None:
         if now - self._last_watermark >= 30.0 or self.state.watermark is None:
@@ -230,39 +307,66 @@ class AggregatorService:
                 self.state.set_watermark(now)
                 self._last_watermark = now
 
-    def _compute(self, kind: str, outs: dict[OutputKey, int], now: float) -> int:
+    def _compute(self, kind: str, outs: dict[OutputKey, int], rechecks: dict[OutputKey, int], now: float) -> int:
+        """Compute dirty `outs` (with their sequence numbers) and incomplete `rechecks` (with
+        their missing counts) once InfluxDB holds what they wait for; returns points written."""
         started = time.monotonic()
-        days = sorted({day_of_hour(k.time) if k.period == "hour" else k.time for k in outs})
-        ids = sorted({k.identity for k in outs})
+        wanted = set(outs) | set(rechecks)
+        days = sorted({day_of_hour(k.time) if k.period == "hour" else k.time for k in wanted})
+        ids = sorted({k.identity for k in wanted})
         # One day of context in front: 8-h, 24-h and NowCast windows of the first hours.
         day0 = days[0] - DAY if kind == "ambient" else days[0]
         n_days = (days[-1] - day0) // DAY + 1
         try:
             series = fetch(self.query, kind, ids, day0, day0 + n_days * DAY)
         except QueryError as e:
-            return self._failed(outs, now, "query", e)
+            return self._failed(wanted, now, "query", e)
 
-        # Compute only once InfluxDB holds every reading seen on MQTT for the hours used.
-        needed = {i for k in outs for i in inputs_of(k)}
-        present = series.times_by_hour(kind)
-        verified: dict[InputKey, set[int]] = {}
+        # Compute only once InfluxDB holds every (reading time, field) seen on MQTT for the
+        # hours used, or, after max_wait_s, provisionally: complete=false, re-checked.
+        stored = presence.present(series, kind)
+        found: dict[InputKey, Marks] = {}
+        missing: dict[InputKey, int] = {}
         blocked: set[InputKey] = set()
-        for key, (offsets, since) in self.state.seen_for(needed).items():
-            missing = offsets - present.get(key, set())
-            if not missing:
-                verified[key] = offsets
-            elif time.time() - since >= self.acfg.max_wait_s:
-                metrics.GAVE_UP_WAITING.inc()
-                log.warning("event=readings_never_stored kind=%s identity=%s hour_end=%d missing=%d "
-                            "(computed without them; see ingest dead letters)", kind, key.identity, key.hour, len(missing))
-                verified[key] = offsets
-            else:
-                blocked.add(key)
-        ready = {k: s for k, s in outs.items() if not any(i in blocked for i in inputs_of(k))}
+        wall = time.time()
+        for key, (marks, since) in self.state.seen_for({i for k in wanted for i in inputs_of(k)}).items():
+            got, miss = presence.split(marks, stored.get(key, {}))
+            if got:
+                found[key] = got
+            if miss:
+                missing[key] = presence.count(miss)
+                if wall - since < self.acfg.max_wait_s:
+                    blocked.add(key)
+        self.state.verified(found)
+        ready: dict[OutputKey, int] = {}
+        incomplete: dict[OutputKey, int] = {}
+        later: list[OutputKey] = []
+        for k in wanted:
+            ins = inputs_of(k)
+            if any(i in blocked for i in ins):
+                if k in rechecks:
+                    later.append(k)
+                continue
+            n_missing = sum(missing.get(i, 0) for i in ins)
+            if k in rechecks and n_missing and n_missing >= rechecks[k]:
+                later.append(k)  # nothing more has landed: the point written is still right
+                continue
+            ready[k] = outs.get(k, -1)  # -1: a re-check, never "done" for a dirty marking
+            if n_missing:
+                incomplete[k] = n_missing
         if blocked:
             metrics.WAITING_FOR_INGEST.inc()
+        if later:
+            self.state.recheck_later(later, now + self.acfg.recheck_s)
         if not ready:
             return 0
+        gave_up = {i for k in incomplete for i in inputs_of(k) if i in missing}
+        if gave_up:
+            metrics.GAVE_UP_WAITING.inc(len(gave_up))
+            log.warning("event=readings_never_stored kind=%s hours=%d missing=%d identities=%s (written with "
+                        "complete=false; re-checked every %ss until lateness_hours; see ingest spool / dead letters)",
+                        kind, len(gave_up), sum(missing[i] for i in gave_up),
+                        ",".join(sorted({i.identity for i in gave_up})[:5]), self.acfg.recheck_s)
 
         def want(period: str) -> Callable[[str, int], bool]:
             return lambda ident, t: OutputKey(kind, ident, period, t) in ready
@@ -272,6 +376,8 @@ class AggregatorService:
         else:
             points = stack_points(series, day0 + HOUR, n_days * 24, self.registry, self.acfg.stack_o2_mode,
                                   want("hour"))
+        for p in points:
+            p.set_complete(_output_of(kind, p) not in incomplete)
         try:
             lines = [p.line() for p in points]
             for k in range(0, len(lines), WRITE_CHUNK):
@@ -280,17 +386,17 @@ class AggregatorService:
             return self._failed(ready, now, "write", e)
         self._failures = 0
         self._publish(points)
-        self.state.done(ready, verified)
+        self.state.done(ready, incomplete, now + self.acfg.recheck_s)
         for p in points:
             metrics.ROLLUPS.labels(p.measurement).inc()
         self.written += len(points)
         self.batches += 1
         metrics.AGGREGATE_SECONDS.observe(time.monotonic() - started)
-        log.debug("event=rollups kind=%s outputs=%d points=%d seconds=%.3f", kind, len(ready), len(points),
-                  time.monotonic() - started)
+        log.debug("event=rollups kind=%s outputs=%d incomplete=%d points=%d seconds=%.3f", kind, len(ready),
+                  len(incomplete), len(points), time.monotonic() - started)
         return len(points)
 
-    def _failed(self, outs: dict[OutputKey, int], now: float, what: str, e: Exception) -> int:
+    def _failed(self, outs: Iterable[OutputKey], now: float, what: str, e: Exception) -> int:
         self._failures += 1
         metrics.ERRORS.labels(what).inc()
         delay = min(60.0, 0.5 * 2 ** min(self._failures, 7))
@@ -316,6 +422,7 @@ class AggregatorService:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop consuming, journal and ack what was received, finish the batch in hand, disconnect."""
         self._accepting = False
+        self.supervisor.stop()
         self._queue.put(None)
         self._persister.join(timeout_s)
         self._stop.set()
@@ -336,19 +443,36 @@ class AggregatorService:
         return len(self.state.snapshot_due(self.clock(), self._due_at, ignore_retry=True))
 
     def ready(self) -> tuple[bool, str]:
-        return (True, "ok") if self.connected.is_set() else (False, "aggregator: mqtt not connected")
+        ok, why = self.supervisor.check()
+        problems = ([] if ok else [why]) + ([] if self.connected.is_set() else ["mqtt not connected"])
+        return (False, "aggregator: " + "; ".join(problems)) if problems else (True, "ok")
+
+    def fatal(self) -> str | None:
+        """Why this service cannot go on (a thread given up), for the runner; None while it can."""
+        return self.supervisor.fatal()
 
     def status_line(self) -> str:
         dirty, seen = self.state.counts()
         return (f"received={self.received} rejected={self.rejected} due={self.due()} dirty={dirty} waiting_hours={seen} "
-                f"written={self.written} batches={self.batches} mqtt={'up' if self.connected.is_set() else 'down'}")
+                f"incomplete={self.state.incomplete_count()} written={self.written} batches={self.batches} "
+                f"mqtt={'up' if self.connected.is_set() else 'down'}")
 
 
-def _day_runs(outs: dict[OutputKey, int]) -> list[dict[OutputKey, int]]:
+def _output_of(kind: str, p: Point) -> OutputKey:
+    """The rollup a point is the value of."""
+    return OutputKey(kind, p.tags[IDENTITY_TAG[kind]], "day" if p.measurement == "aqi_daily" else "hour", p.time_s)
+
+
+def _logged_only(*args) -> None:
+    """A connection callback raised: logged and counted by the supervisor; nothing to set aside."""
+
+
+def _day_runs(*outputs: dict[OutputKey, int]) -> list[dict[OutputKey, int]]:
     """Split outputs into runs of consecutive China days (at most MAX_RUN_DAYS each)."""
     by_day: dict[int, dict[OutputKey, int]] = {}
-    for k, s in outs.items():
-        by_day.setdefault(day_of_hour(k.time) if k.period == "hour" else k.time, {})[k] = s
+    for outs in outputs:
+        for k, s in outs.items():
+            by_day.setdefault(day_of_hour(k.time) if k.period == "hour" else k.time, {})[k] = s
     runs: list[dict[OutputKey, int]] = []
     prev = None
     count = 0

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aggregator.keys import DAY, HOUR, InputKey
-from aqpipe.influx import InfluxQL
+from aqpipe.influx import InfluxQL, PartialResultError
 from aqpipe.reading import IDENTITY_TAG
 
 # Fields the rollups read (canonical units: µg/m³, CO mg/m³; stack mg/m³, Hg µg/m³, O2 %).
@@ -61,6 +61,18 @@ def identities(q: InfluxQL, measurement: str) -> list[str]:
     return sorted({r["value"] for r in rows if "value" in r})
 
 
+def _paged(q: InfluxQL, head: str, tail: str, start_s: int, end_s: int) -> list[dict]:
+    """Rows with time in (start_s, end_s]; a span InfluxDB answers only partially (its
+    max-row-limit) is asked again in halves, down to an hour, never computed from a cut."""
+    try:
+        return q.rows(f"{head}time > {start_s * NS} AND time <= {end_s * NS}{tail}")
+    except PartialResultError:
+        if end_s - start_s <= HOUR:
+            raise
+    mid = start_s + max(HOUR, (end_s - start_s) // 2 // HOUR * HOUR)
+    return _paged(q, head, tail, start_s, mid) + _paged(q, head, tail, mid, end_s)
+
+
 def fetch(q: InfluxQL, measurement: str, ids: list[str] | None, start_s: int, end_s: int) -> Series:
     """Readings with time in (start_s, end_s] for `ids` (None: every identity found)."""
     tag = IDENTITY_TAG[measurement]
@@ -75,8 +87,7 @@ def fetch(q: InfluxQL, measurement: str, ids: list[str] | None, start_s: int, en
         t = start_s
         while t < end_s:
             t_end = min(end_s, t + _SPAN_PER_QUERY_S)
-            rows.extend(q.rows(f'SELECT {cols} FROM "{measurement}" WHERE {where_id}'
-                               f'time > {t * NS} AND time <= {t_end * NS} GROUP BY "{tag}"'))
+            rows.extend(_paged(q, f'SELECT {cols} FROM "{measurement}" WHERE {where_id}', f' GROUP BY "{tag}"', t, t_end))
             t = t_end
     found = sorted({r[tag] for r in rows}) if ids is None else list(ids)
     pos = {name: k for k, name in enumerate(found)}

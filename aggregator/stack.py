@@ -22,6 +22,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from aggregator.windows import DEFAULT_RULES
+from aqpipe import dataflags
 from aqpipe.registry import Outlet
 
 FloatArray = NDArray[np.float64]
@@ -29,10 +31,13 @@ FloatArray = NDArray[np.float64]
 # HJ 75-2017 (as read): C calibration, M maintenance, D fault, B comms are not valid data;
 # F (stopped) and plant status stopped / startup / shutdown are "not running": neither
 # valid emissions nor judged for exceedance.
-INVALID_FLAGS = frozenset({"C", "M", "D", "B"})
-NOT_RUNNING_FLAGS = frozenset({"F"})
+# The letters and their validity are the table in aqpipe.dataflags; a letter not in it
+# (HJ 212-2025 may add some) is invalid: the masks below allow listed letters only.
+INVALID_FLAGS = dataflags.INVALID_FLAGS
+NOT_RUNNING_FLAGS = dataflags.NOT_RUNNING_FLAGS
+_COUNTED_FLAGS = ["", *dataflags.VALID_FLAGS]  # "" = no flag stored = N
 NOT_RUNNING_STATUS = frozenset({"stopped", "startup", "shutdown"})
-MIN_VALID_MINUTES = 45
+MIN_VALID_MINUTES = int(DEFAULT_RULES.hour_min_minutes)  # one 45-minute rule (windows.py), minute slots here
 
 # GB 13271-2014, mg/m³ at reference O2. Keys: (table number, fuel) -> pollutant -> limit.
 GB13271_2014: dict[tuple[int, str], dict[str, float]] = {
@@ -111,14 +116,14 @@ def stack_hourly(values: ArrayLike, o2: ArrayLike, ref_o2: ArrayLike, limit: Arr
     invalid = ~np.isfinite(v)
     if flags is not None:
         f = np.asarray(flags).astype(str)
-        invalid |= np.isin(f, list(INVALID_FLAGS))
         not_running |= np.isin(f, list(NOT_RUNNING_FLAGS))
+        invalid |= ~np.isin(f, _COUNTED_FLAGS) & ~not_running
     if status is not None:
         not_running |= np.isin(np.asarray(status).astype(str), list(NOT_RUNNING_STATUS))
     ok = ~invalid & ~not_running
     o2_ok = ok & np.isfinite(ox) & (ox < 21.0)  # at 21 % the factor is undefined
     if o2_flags is not None:
-        o2_ok &= ~np.isin(np.asarray(o2_flags).astype(str), list(INVALID_FLAGS | NOT_RUNNING_FLAGS))
+        o2_ok &= np.isin(np.asarray(o2_flags).astype(str), _COUNTED_FLAGS)
 
     n_ok = ok.sum(axis=-1)
     n_o2 = o2_ok.sum(axis=-1)

@@ -43,25 +43,6 @@ def valid_mask(values: ArrayLike, flags: ArrayLike | None = None,
     return ok
 
 
-def hourly_from_subhourly(values: ArrayLike, interval_s: ArrayLike, flags: ArrayLike | None = None,
-                          rules: ValidityRules = DEFAULT_RULES) -> tuple[FloatArray, FloatArray]:
-    """Hourly averages from readings bucketed as (stations, hours, k), k readings per hour.
-
-    Each reading weighs its interval (`interval_s`, broadcastable to `values`): a 5-minute
-    value counts five times a 1-minute one. Pad unused slots with NaN. Returns (average,
-    valid minutes); the average is NaN below `rules.hour_min_minutes`.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    w = np.broadcast_to(np.asarray(interval_s, dtype=np.float64), v.shape)
-    ok = valid_mask(v, flags, rules.valid_flags) & np.isfinite(w) & (w > 0)
-    w = np.where(ok, w, 0.0)
-    seconds = w.sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        avg = (np.where(ok, v, 0.0) * w).sum(axis=-1) / seconds
-    minutes = np.minimum(seconds / 60.0, 60.0)
-    return np.where(minutes >= rules.hour_min_minutes, avg, np.nan), minutes
-
-
 def hourly_from_readings(station: ArrayLike, time_end_s: ArrayLike, value: ArrayLike, interval_s: ArrayLike,
                          n_stations: int, hour0_end_s: int, n_hours: int, flags: ArrayLike | None = None,
                          rules: ValidityRules = DEFAULT_RULES) -> tuple[FloatArray, FloatArray]:

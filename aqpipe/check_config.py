@@ -43,6 +43,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     print(f"configuration is valid (file: {cfg.source or 'none, defaults + environment'})")
     print(f"registry: {len(registry.stations)} stations, {len(registry.outlets)} outlets from {cfg.registry_path.resolve()}")
+    print(f"HJ 212 secrets: {len(registry.hj212_keys)} SM4 keys (values not shown)")
+    for problem in registry.hj212_problems():
+        print(f"warning: {problem}")
     print(json.dumps(_masked(cfg), indent=2, ensure_ascii=False))
     if not args.ping:
         return 0

@@ -39,7 +39,8 @@ def _register_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help=f"run every service in one process ({names})",
                        description=f"Run the services together in one process: {names}. "
                                    "Each can also run on its own (aqpipe ingest, aqpipe aggregate); they share "
-                                   "nothing but MQTT topics and InfluxDB.")
+                                   "nothing but MQTT topics and InfluxDB. Exit 0 after SIGTERM, 70 when a thread of "
+                                   "either keeps failing (threads.max_restarts; systemd restarts it).")
     add_common(p)
     p.set_defaults(func=lambda args: run_services(load_or_exit(args.config), RUN_SERVICES))
 

@@ -85,9 +85,24 @@ class IngestConfig(_Section):
     max_payload_bytes: int = Field(256 * 1024, ge=1024)
     future_tolerance_s: float = Field(300, ge=0)  # clock skew allowed on device times
     retention_days: float = Field(400, gt=0)  # older readings are rejected (too_old)
-    # Sensors report small negatives around zero; below -noise the reading is rejected.
+    # Sensors report small negatives around zero; below -noise the reading is rejected
+    # (aqpipe/validate.py). Concentrations in ug/m3 (ambient PM, SO2, NO2, O3) ...
     negative_noise: float = Field(5.0, ge=0)
+    # ... and in mg/m3 (ambient CO, every stack concentration).
+    negative_noise_mg: float = Field(0.5, ge=0)
     status_interval_s: float = Field(5.0, gt=0)  # how often the service logs its counters
+
+
+class ThreadsConfig(_Section):
+    """[threads]: supervision of every service's long-lived threads (aqpipe/supervision.py)."""
+
+    # A thread whose heartbeat is older than this is "stalled": /readyz answers 503 and names it.
+    # Longer than any legitimate silence: a write or query timeout, a retry backoff.
+    stall_after_s: float = Field(120.0, gt=0)
+    # A thread that fails more than max_restarts times within restart_window_s is given up:
+    # the process exits with status 70 and systemd starts it again.
+    max_restarts: int = Field(5, ge=0)
+    restart_window_s: float = Field(300.0, gt=0)
 
 
 class SpoolConfig(_Section):
@@ -106,13 +121,16 @@ class AggregatorConfig(_Section):
     # How long to wait for ingest to store readings the aggregator has seen before computing
     # without them (they may have been dead-lettered).
     max_wait_s: float = Field(600.0, ge=0)
+    # After that the rollup is written with complete=false and InfluxDB is asked again this
+    # often until the missing readings land (then it is recomputed) or lateness_hours pass.
+    recheck_s: float = Field(60.0, gt=0)
     tick_s: float = Field(1.0, gt=0)  # scheduler period
     cn_standards: Literal["in_force", "both"] = "in_force"  # "both": cn-2012 and cn-2026 side by side
     cn_2026_effective: date = date(2026, 3, 1)  # GB 3095-2026 / HJ 633-2026 in force (China date)
     us: bool = True  # also write the US EPA AQI (standard=us)
     publish_derived: bool = True  # publish records on aq/v1/derived/...
     stack_o2_mode: Literal["hourly", "minute"] = "hourly"  # aggregator/stack.py
-    status_interval_s: float = Field(5.0, gt=0)
+    status_interval_s: float = Field(5.0, gt=0)  # how often the aggregator logs its status line
 
 
 class Hj212GatewayConfig(_Section):
@@ -129,6 +147,19 @@ class Hj212GatewayConfig(_Section):
     max_pending: int = Field(10000, ge=1, le=60000)  # all connections: publishes not yet acked
     drain_timeout_s: float = Field(10.0, ge=0)  # at SIGTERM: wait this long for PUBACKs and replies
     metrics_port: int = Field(9109, ge=0, le=65535)  # /metrics on metrics.host; 0 = off
+    # Access control (ingest/README-hj212.md): MN in the registry and PW as in its secrets file.
+    check_pw: bool = True  # false: any registered MN may talk, whatever its PW (migration only)
+    max_auth_failures: int = Field(3, ge=1)  # refused frames (auth, unknown_mn) before the connection is closed
+    auth_reply: Literal["none", "9011"] = "none"  # refusal answer: none, or 9011 QnRtn=3/4 (HJ 212-2017 table)
+    # TLS on the listener, for loggers that support it (both or neither).
+    tls_cert: Path | None = None  # PEM certificate chain
+    tls_key: Path | None = None  # PEM private key (keep it 0600)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "Hj212GatewayConfig":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("hj212_gateway.tls_cert and tls_key go together: set both or neither")
+        return self
 
 
 class AlertsConfig(_Section):
@@ -169,6 +200,7 @@ class Config(_Section):
     metrics: MetricsConfig = MetricsConfig()
     ingest: IngestConfig = IngestConfig()
     spool: SpoolConfig = SpoolConfig()
+    threads: ThreadsConfig = ThreadsConfig()
     aggregator: AggregatorConfig = AggregatorConfig()
     hj212_gateway: Hj212GatewayConfig = Hj212GatewayConfig()
     alerts: AlertsConfig = AlertsConfig()

@@ -24,7 +24,9 @@ class MessageDecoder:
     def from_config(cls, cfg: Config, registry: Registry) -> "MessageDecoder":
         """The decoder every service and tool uses, so they judge a message alike."""
         return cls(cfg.mqtt.topic_prefix, registry,
-                   Validator(cfg.ingest.future_tolerance_s, cfg.ingest.retention_days), cfg.ingest.max_payload_bytes)
+                   Validator(cfg.ingest.future_tolerance_s, cfg.ingest.retention_days,
+                             {"ug/m3": cfg.ingest.negative_noise, "mg/m3": cfg.ingest.negative_noise_mg}),
+                   cfg.ingest.max_payload_bytes)
 
     def decode(self, topic: str, payload: bytes, now_ns: int) -> list[Reading]:
         where = topics.parse(topic, self.prefix)

@@ -27,8 +27,13 @@ class Reason(StrEnum):
     HJ212_LENGTH = "hj212_length"
     HJ212_CRC = "hj212_crc"
     HJ212_SYNTAX = "hj212_syntax"
+    HJ212_DECRYPT = "hj212_decrypt"  # HJ 212-2025 SM4-encrypted CP: no key, wrong key, or not the cipher-text form
+    HJ212_PLAINTEXT = "hj212_plaintext"  # a logger registered to encrypt sent a data command in plain text
     UNKNOWN_MN = "unknown_mn"
     WRITE_REJECTED = "write_rejected"
+    # Not the input's fault: handling it raised an unexpected exception (a bug). Kept with the
+    # exception text so that, once fixed, `aqpipe deadletter replay` stores it.
+    INTERNAL_ERROR = "internal_error"
 
 
 class RejectedReading(Exception):

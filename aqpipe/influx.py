@@ -42,6 +42,14 @@ class QueryError(Exception):
     pass
 
 
+class PartialResultError(QueryError):
+    """InfluxDB answered with `"partial": true`: rows were cut (max-row-limit, a chunk).
+
+    The rows returned are not the whole answer; ask for less (a shorter span, fewer
+    series) rather than compute from a silently truncated result.
+    """
+
+
 class Writer(Protocol):
     def write(self, lines: list[str]) -> None: ...
     def close(self) -> None: ...
@@ -184,16 +192,14 @@ class InfluxQL:
         self._call("POST", statement)
 
     def rows(self, q: str) -> list[dict[str, Any]]:
-        """Rows of every series as dicts (tags merged in), times as epoch ns."""
-        out: list[dict[str, Any]] = []
-        for result in self._call("GET", q).get("results", []):
-            for series in result.get("series", []):
-                tags = series.get("tags", {})
-                for values in series.get("values", []):
-                    row = dict(zip(series["columns"], values))
-                    row.update(tags)
-                    out.append(row)
-        return out
+        """Rows of every series as dicts (tags merged in), times as epoch ns.
+
+        Raises PartialResultError when InfluxDB marks the answer partial (truncated).
+        """
+        try:
+            return rows_of(self._call("GET", q))
+        except PartialResultError as e:
+            raise PartialResultError(f"InfluxQL {q[:200]!r}: {e}") from None
 
     def ping(self) -> bool:
         try:
@@ -201,3 +207,21 @@ class InfluxQL:
             return r.status < 300
         except urllib3.exceptions.HTTPError:
             return False
+
+
+def rows_of(doc: dict) -> list[dict[str, Any]]:
+    """Rows of a /query answer; PartialResultError if a result or series is marked partial."""
+    out: list[dict[str, Any]] = []
+    for result in doc.get("results", []):
+        if result.get("partial"):
+            raise PartialResultError("result marked partial (rows cut by the server's max-row-limit)")
+        for series in result.get("series", []):
+            if series.get("partial"):
+                raise PartialResultError(f"series {series.get('tags') or series.get('name')} marked partial "
+                                         "(rows cut by the server's max-row-limit)")
+            tags = series.get("tags", {})
+            for values in series.get("values", []):
+                row = dict(zip(series["columns"], values))
+                row.update(tags)
+                out.append(row)
+    return out

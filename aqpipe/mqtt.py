@@ -78,6 +78,7 @@ def on_suback(reason_codes: list, connected: threading.Event, log: logging.Logge
         log.error("event=subscribe_refused reasons=%s (check the broker ACL for this account)", ",".join(failed))
         return
     connected.set()
+    log.info("event=mqtt_subscribed")  # from here on nothing published to our filters can miss us
 
 
 def on_disconnected(client: paho.Client, reason_code, connected: threading.Event, gauge, log: logging.Logger,

@@ -27,7 +27,8 @@ STACK_FIELDS: dict[str, str] = {
 FIELDS = {"ambient": AMBIENT_FIELDS, "stack": STACK_FIELDS}
 
 # Values that are concentrations: negative beyond sensor noise is rejected. Noise in the
-# canonical unit: about the zero drift of a certified analyser.
+# canonical unit: about the zero drift of a certified analyser. The defaults of
+# ingest.negative_noise (ug/m3) and ingest.negative_noise_mg (mg/m3), which override them.
 NEGATIVE_NOISE: dict[str, float] = {
     "ug/m3": 5.0,
     "mg/m3": 0.5,

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
+from aqpipe import dataflags
 from aqpipe.errors import Reason, RejectedReading
 from aqpipe.pollutants import FIELDS, NEGATIVE_NOISE, NON_NEGATIVE
 from aqpipe.reading import Reading
 
 NS = 1_000_000_000
-# HJ 212 data flags (hj212.md); anything else is a schema error.
-FLAGS = frozenset("NFMSDCTB")
+# HJ 212 data flags (aqpipe.dataflags). A letter not in the table is kept (HJ 212-2025
+# may have added some; the aggregator counts it invalid); a value not shaped like a flag
+# is a schema error.
+FLAGS = frozenset(dataflags.DATA_FLAGS)
 
 
 class Validator:
     """Time window and physical-range checks, shared by the JSON and HJ 212 decoders."""
 
-    def __init__(self, future_tolerance_s: float = 300, retention_days: float = 400) -> None:
+    def __init__(self, future_tolerance_s: float = 300, retention_days: float = 400,
+                 negative_noise: Mapping[str, float] | None = None) -> None:
         self.future_ns = int(future_tolerance_s * NS)
         self.retention_ns = int(retention_days * 86400 * NS)
+        # Canonical unit -> how far below zero a concentration may read (ingest.negative_noise*).
+        self.negative_noise = dict(NEGATIVE_NOISE if negative_noise is None else negative_noise)
 
     def check(self, reading: Reading, now_ns: int) -> None:
         if reading.time_ns > now_ns + self.future_ns:
@@ -35,8 +42,9 @@ class Validator:
             self._check_values(reading)
         if reading.flags and not FLAGS.issuperset(reading.flags.values()):
             for name, flag in reading.flags.items():
-                if flag not in FLAGS:
-                    raise RejectedReading(Reason.SCHEMA, f"flag {flag!r} of {name} is not an HJ 212 data flag ({''.join(sorted(FLAGS))})")
+                if not dataflags.is_flag(flag):
+                    raise RejectedReading(Reason.SCHEMA, f"flag {flag!r} of {name} is not shaped like an HJ 212 "
+                                                         f"data flag (a letter such as {''.join(sorted(FLAGS))})")
 
     def _check_values(self, reading: Reading) -> None:
         units = FIELDS[reading.measurement]
@@ -45,7 +53,7 @@ class Validator:
                 raise RejectedReading(Reason.NOT_FINITE, f"{name} is {value}")
             if value < 0:
                 base = _base_name(name)
-                noise = NEGATIVE_NOISE.get(units.get(base, ""))
+                noise = self.negative_noise.get(units.get(base, ""))
                 if noise is not None and value < -noise:
                     raise RejectedReading(Reason.NEGATIVE, f"{name} = {value} is below -{noise} (sensor noise)")
                 if base in NON_NEGATIVE:

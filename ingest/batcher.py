@@ -8,6 +8,9 @@ appended and fsynced to the dead-letter store.
 Two threads: the writer batches and writes (straight to InfluxDB while it answers
 and nothing is spooled; to the spool otherwise, so new data queues behind old), and
 the drainer moves spooled batches into InfluxDB, in order, once it answers again.
+Both run under the service's Supervisor (aqpipe/supervision.py): an unexpected
+exception restarts the loop, and the writer keeps the batch in hand across the
+restart, so the batch is made durable (and acknowledged) once, later.
 """
 
 from __future__ import annotations
@@ -22,12 +25,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest import metrics
-from ingest.deadletter import DeadLetter, DeadLetterStore
+from ingest.deadletter import LINE_PROTOCOL, DeadLetter, DeadLetterStore
 from aqpipe.errors import Reason
 from aqpipe.influx import Writer, WriteError
+from aqpipe.supervision import Supervisor
 from ingest.spool import Spool, SpoolFull
 
 log = logging.getLogger("aqpipe.batcher")
+
+WRITER = "ingest-writer"  # thread names: metric labels of aqpipe_thread_errors_total, named by /readyz
+DRAINER = "ingest-drainer"
+IDLE_BEAT_S = 1.0  # an idle writer still beats its heartbeat this often
 
 
 @dataclass(slots=True)
@@ -55,6 +63,7 @@ class Batcher:
         flush_interval_s: float = 0.2,
         max_backoff_s: float = 30.0,
         spool: Spool | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.writer = writer
         self.store = store
@@ -72,9 +81,13 @@ class Batcher:
         self._lines_taken = 0  # written by the writer only
         self._idle = True  # the writer waits for the first entry of a batch
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="aqpipe-writer", daemon=True)
+        self._own_supervisor = supervisor is None
+        self.supervisor = supervisor if supervisor is not None else Supervisor()
+        # The batch taken from _pending and not yet durable: kept across a restart of the writer.
+        self._in_hand: tuple[list[Entry], bool] | None = None
+        self._thread = self.supervisor.thread(WRITER, self._run)
         self.spool = spool
-        self._drainer = threading.Thread(target=self._drain_loop, name="aqpipe-drainer", daemon=True)
+        self._drainer = self.supervisor.thread(DRAINER, self._drain_loop)
         # Set while InfluxDB is failing: batches go to the spool without trying it first.
         self.influx_down = threading.Event()
         self.spool_full = False
@@ -105,6 +118,8 @@ class Batcher:
         self._wake.set()
         self._thread.join(timeout)
         self._stopping.set()
+        if self._own_supervisor:
+            self.supervisor.stop()
         self._thread.join()
         if self.spool is not None:
             if self._drainer.is_alive():
@@ -115,7 +130,8 @@ class Batcher:
         """Wait for a first entry, then up to flush_interval_s for a full batch (or the end)."""
         self._idle = True
         while not self._pending:
-            self._wake.wait()
+            self.supervisor.beat(WRITER)
+            self._wake.wait(IDLE_BEAT_S)
             self._wake.clear()
         self._idle = False
         deadline = time.monotonic() + self.flush_interval_s
@@ -139,15 +155,25 @@ class Batcher:
     def _run(self) -> None:
         done = False
         while not done:
-            entries, done = self._collect()
+            if self._in_hand is None:  # else: restarted after an error, the batch is tried again
+                self._in_hand = self._collect()
+            entries, done = self._in_hand
+            tokens: list[Any] = []
             if entries:
                 try:
-                    self._flush(entries)
+                    tokens = self._flush(entries)
                 except Stopped:
                     log.warning("event=shutdown_unflushed messages=%d reason=influx_unavailable", len(entries))
                     return
+            # Durable: never flushed again (acking a message id twice could ack the message
+            # that reuses it), so the batch leaves our hands before the acks go out.
+            self._in_hand = None
+            self.on_durable(tokens)
+            self.supervisor.beat(WRITER)
 
-    def _flush(self, entries: list[Entry]) -> None:
+    def _flush(self, entries: list[Entry]) -> list[Any]:
+        """Make a batch durable; returns the tokens of its messages, now safe to acknowledge.
+        Safe to repeat after an error: points overwrite themselves, letters are listed once."""
         started = time.monotonic()
         lines: list[str] = []
         owner: list[int] = []
@@ -180,7 +206,7 @@ class Batcher:
             self.written += good
             metrics.READINGS_WRITTEN.inc(good)
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
-        self.on_durable([e.token for e in entries if e.token is not None])
+        return [e.token for e in entries if e.token is not None]
 
     def _write_or_spool(self, lines: list[str], entries: list[Entry], owner: list[int]) -> list[tuple[int, str]] | None:
         """Write to InfluxDB and return the refused points, or spool the batch and return None."""
@@ -211,6 +237,7 @@ class Batcher:
                     log.error("event=spool_full detail=%r action=holding_acks", str(e))
                     self.spool_full = True
                     metrics.SPOOL_FULL.set(1)
+                self.supervisor.beat(WRITER)  # waiting on purpose: not stalled
                 if self._stopping.wait(0.2):
                     raise Stopped() from e
         if self.spool_full:
@@ -226,6 +253,7 @@ class Batcher:
         assert self.spool is not None
         attempt = 0
         while not self._stopping.is_set():
+            self.supervisor.beat(DRAINER)
             if not self.spool.wait(0.2):
                 continue
             record = self.spool.peek()
@@ -239,11 +267,13 @@ class Batcher:
                 delay = self._backoff(attempt, e)
                 attempt = min(attempt + 1, 16)
                 self._update_spool_metrics()
-                self._stopping.wait(delay)
+                self._pause(DRAINER, delay)
                 continue
             attempt = 0
+            # The spool keeps points, not messages: the letter's payload is the refused point,
+            # marked as line protocol so that replay writes it as it is.
             letters = [DeadLetter(record.topic_of(i), record.lines[i].encode(), Reason.WRITE_REJECTED.value, detail,
-                                  lines=[record.lines[i]]) for i, detail in refused]
+                                  lines=[record.lines[i]], format=LINE_PROTOCOL) for i, detail in refused]
             self.store.append(letters)
             for letter in letters:
                 metrics.DEADLETTERED.labels(letter.reason).inc()
@@ -273,6 +303,16 @@ class Batcher:
             delay = max(delay, min(e.retry_after, self.max_backoff_s * 4))
         return delay
 
+    def _pause(self, thread: str, delay: float) -> bool:
+        """Wait `delay` (a retry backoff: an expected wait, not a stall), beating the thread's
+        heartbeat meanwhile; True if the batcher is stopping."""
+        deadline = time.monotonic() + delay
+        while (remaining := deadline - time.monotonic()) > 0:
+            self.supervisor.beat(thread)
+            if self._stopping.wait(min(IDLE_BEAT_S, remaining)):
+                return True
+        return self._stopping.is_set()
+
     def _write_with_retry(self, lines: list[str]) -> list[tuple[int, str]]:
         attempt = 0
         while True:
@@ -286,12 +326,13 @@ class Batcher:
                 delay = self._backoff(attempt, e)
                 attempt = min(attempt + 1, 16)
                 log.warning("event=write_retry status=%s delay_s=%.2f attempt=%d detail=%r", e.status, delay, attempt, e.detail[:200])
-                if self._stopping.wait(delay):
+                if self._pause(WRITER, delay):
                     raise Stopped() from e
 
     def _write_isolating(self, lines: list[str], lo: int, hi: int) -> list[tuple[int, str]]:
         """Write lines[lo:hi]; on a non-retryable refusal, halve until the refused points
         are found. Rewriting accepted points is harmless: a point overwrites itself."""
+        self.supervisor.beat()  # the writer's or the drainer's: each write is bounded by influx.timeout_s
         try:
             self.writer.write(lines[lo:hi])
             return []

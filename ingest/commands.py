@@ -15,7 +15,7 @@ from aqpipe.influx import WriteError, make_writer
 from aqpipe.reading import to_line
 from aqpipe.registry import Registry
 from aqpipe.runner import run_services
-from ingest.deadletter import DeadLetter, DeadLetterStore, summary
+from ingest.deadletter import LINE_PROTOCOL, DeadLetter, DeadLetterStore, summary
 from ingest.service import IngestService
 
 
@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
                        description="Subscribe to aq/v1/{ambient,stack,hj212}/+, validate, write to InfluxDB; "
                                    "acknowledge each message only once its readings are durable (in InfluxDB, "
                                    "the disk spool, or the dead-letter store). SIGTERM/Ctrl-C: stop consuming, "
-                                   "flush, ack, exit 0.",
+                                   "flush, ack, exit 0. Exit 70 when a thread keeps failing (threads.max_restarts): "
+                                   "systemd restarts it, the broker keeps what was not acknowledged.",
                        epilog="Logs a status line every ingest.status_interval_s; metrics, /healthz and /readyz on "
                               "metrics.port (default 9108). Check the configuration first with: "
                               "aqpipe check-config --ping")
@@ -43,6 +44,7 @@ def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
         "replay": "Decode each pending letter again with the current configuration and registry and write its "
                   "readings to InfluxDB (directly: no broker account needed). Replayed letters are recorded in "
                   "replayed.jsonl and no longer listed; those still failing stay, with the new reason. "
+                  "Points InfluxDB refused while the spool drained (format line_protocol) are written as they are. "
                   "Exit status 1 while any still fails. Stops early (nothing lost) if InfluxDB refuses writes.",
     }
     examples = ("examples:\n  aqpipe deadletter list --reason unknown_mn\n"
@@ -93,6 +95,14 @@ def cmd_deadletter_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _points(letter: DeadLetter, decoder: MessageDecoder, now_ns: int) -> list[str]:
+    """The line protocol a letter stands for: its message decoded again with the current
+    configuration, or, for points refused while the spool drained, the points themselves."""
+    if letter.format == LINE_PROTOCOL:
+        return [line for line in letter.payload.decode("utf-8").split("\n") if line]
+    return [to_line(r) for r in decoder.decode(letter.topic, letter.payload, now_ns)]
+
+
 def cmd_deadletter_replay(args: argparse.Namespace) -> int:
     cfg = _config(args)
     letters = _selected(args, cfg)
@@ -103,7 +113,7 @@ def cmd_deadletter_replay(args: argparse.Namespace) -> int:
     now = time.time_ns()
     for i, letter in enumerate(letters, 1):
         try:
-            lines = [to_line(r) for r in decoder.decode(letter.topic, letter.payload, now)]
+            lines = _points(letter, decoder, now)
             if writer is not None:
                 writer.write(lines)
                 store.mark_replayed([letter.id])

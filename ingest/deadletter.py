@@ -12,14 +12,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ingest.durable import append_durably, make_dir
+
 REPLAYED = "replayed.jsonl"
+# What a letter's payload is. MESSAGE: the MQTT payload as received; replay decodes it again.
+# LINE_PROTOCOL: InfluxDB points (one a line) that InfluxDB refused while the spool drained,
+# where the message they came from is no longer at hand; replay writes them as they are.
+MESSAGE = "message"
+LINE_PROTOCOL = "line_protocol"
 
 
 @dataclass(slots=True)
@@ -30,13 +36,15 @@ class DeadLetter:
     detail: str
     received: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
     lines: list[str] = field(default_factory=list)  # write_rejected: the points InfluxDB refused
+    format: str = MESSAGE  # MESSAGE or LINE_PROTOCOL: how replay turns the payload into points
 
     @property
     def id(self) -> str:
         return letter_id(self.topic, self.payload)
 
     def to_json(self) -> str:
-        doc = {"id": self.id, "received": self.received, "topic": self.topic, "reason": self.reason, "detail": self.detail}
+        doc = {"id": self.id, "received": self.received, "topic": self.topic, "reason": self.reason,
+               "detail": self.detail, "format": self.format}
         try:
             doc["payload"] = self.payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -49,7 +57,8 @@ class DeadLetter:
     def from_json(cls, text: str) -> "DeadLetter":
         doc = json.loads(text)
         payload = base64.b64decode(doc["payload_b64"]) if "payload_b64" in doc else doc["payload"].encode("utf-8")
-        return cls(doc["topic"], payload, doc["reason"], doc["detail"], doc["received"], doc.get("lines", []))
+        return cls(doc["topic"], payload, doc["reason"], doc["detail"], doc["received"], doc.get("lines", []),
+                   doc.get("format", MESSAGE))
 
 
 def letter_id(topic: str, payload: bytes) -> str:
@@ -64,18 +73,18 @@ class DeadLetterStore:
         """Append and fsync; returns only when the letters are on disk."""
         if not letters:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_dir(self.directory)
         day = time.strftime("%Y-%m-%d", time.gmtime())
         data = "".join(letter.to_json() + "\n" for letter in letters).encode("utf-8")
-        _append_durably(self.directory / f"{day}.jsonl", data)
+        append_durably(self.directory / f"{day}.jsonl", data)
 
     def mark_replayed(self, ids: list[str]) -> None:
         if not ids:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_dir(self.directory)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         data = "".join(json.dumps({"id": i, "replayed": now}) + "\n" for i in ids).encode()
-        _append_durably(self.directory / REPLAYED, data)
+        append_durably(self.directory / REPLAYED, data)
 
     def pending(self) -> list[DeadLetter]:
         """Letters not yet replayed, one per id (the latest copy), oldest first."""
@@ -112,15 +121,6 @@ class DeadLetterStore:
                 except (ValueError, KeyError):
                     continue
         return ids
-
-
-def _append_durably(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def summary(letters: list[DeadLetter]) -> dict[str, int]:

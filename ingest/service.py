@@ -16,15 +16,18 @@ from ingest.batcher import Batcher, Entry
 from aqpipe.config import Config
 from ingest.deadletter import DeadLetter, DeadLetterStore
 from aqpipe.decode import MessageDecoder
-from aqpipe.errors import ConfigError, RejectedReading
+from aqpipe.errors import ConfigError, Reason, RejectedReading
 from aqpipe.influx import InfluxQL, make_writer
 from aqpipe.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
 from aqpipe.reading import to_line
 from aqpipe.registry import Registry
 from ingest.spool import Spool
+from aqpipe.supervision import Policy, Supervisor
 from aqpipe.topics import subscriptions
 
 log = logging.getLogger("aqpipe.ingest")
+
+MQTT_THREAD = "ingest-mqtt"  # paho's network thread (its callbacks): label and /readyz name
 
 
 class IngestService:
@@ -34,18 +37,25 @@ class IngestService:
         self.decoder = MessageDecoder.from_config(cfg, registry)
         self.store = DeadLetterStore(cfg.deadletter_dir)
         self.writer = make_writer(cfg.influx)
+        self.supervisor = Supervisor(Policy.from_config(cfg.threads))
+        self.status_interval_s = cfg.ingest.status_interval_s
         self.batcher = Batcher(
             self.writer, self.store, self._ack,
             batch_size=cfg.influx.batch_size,
             flush_interval_s=cfg.influx.flush_interval_s,
             max_backoff_s=cfg.influx.retry_max_backoff_s,
             spool=Spool(cfg.spool_dir, cfg.spool.max_bytes) if cfg.spool.enabled else None,
+            supervisor=self.supervisor,
         )
         self.client = make_client(cfg.mqtt, manual_ack=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = self._on_subscribe
+        # An exception must not escape into paho's loop: it would end the network thread
+        # (no more messages, no acks) while the process stays up.
+        guard = self.supervisor.callback
+        self.client.on_connect = guard(MQTT_THREAD, self._on_connect, _logged_only)
+        self.client.on_disconnect = guard(MQTT_THREAD, self._on_disconnect, _logged_only)
+        self.client.on_message = guard(MQTT_THREAD, self._on_message, self._on_message_failed)
+        self.client.on_subscribe = guard(MQTT_THREAD, self._on_subscribe, _logged_only)
+        self.supervisor.watch(MQTT_THREAD, lambda: getattr(self.client, "_thread", None))
         # Acks only make sense on the connection a message arrived on: after a reconnect
         # the broker redelivers what we had not acked, and a stale mid may name another message.
         self._generation = 0
@@ -94,6 +104,20 @@ class IngestService:
         self._received[readings[0].measurement if readings else "rejected"].inc()
         self.batcher.put(Entry(topic, payload, [to_line(r) for r in readings], token=token))
 
+    def _on_message_failed(self, client: paho.Client, userdata, msg: paho.MQTTMessage, error: Exception) -> None:
+        """Handling the message raised (a bug, not bad input; logged and counted already).
+        Dead-letter it as internal_error with the exception: it is kept, listed and, once the
+        bug is fixed, replayable; and it is acknowledged once the letter is durable, so one
+        such message neither stays unacked for ever nor stops the ones behind it."""
+        if not self._accepting:
+            return
+        token = (self._generation, msg.mid, msg.qos)
+        detail = f"{type(error).__name__}: {error}"[:500]
+        self._received["rejected"].inc()
+        self.batcher.put(Entry(msg.topic, msg.payload, letter=DeadLetter(msg.topic, msg.payload,
+                                                                           Reason.INTERNAL_ERROR.value, detail),
+                               token=token))
+
     # --- writer thread ---
     def _ack(self, tokens: list) -> None:
         ack_durable(self.client, tokens, self._generation)
@@ -116,6 +140,7 @@ class IngestService:
     def stop(self, flush_timeout_s: float = 30.0) -> None:
         """Stop consuming, flush what was received, send the acks, disconnect."""
         self._accepting = False
+        self.supervisor.stop()
         self.batcher.stop(timeout=flush_timeout_s)
         self.client.disconnect()
         self.client.loop_stop()
@@ -124,12 +149,19 @@ class IngestService:
         log.info("event=stopped received=%d written=%d deadlettered=%d", self.received, self.batcher.written, self.batcher.deadlettered)
 
     def ready(self) -> tuple[bool, str]:
-        """Ready: subscribed to the broker, and InfluxDB answering or the spool accepting."""
+        """Ready: every thread alive, beating and not failing; subscribed to the broker; and
+        InfluxDB answering or the spool accepting."""
+        ok, why = self.supervisor.check()
+        problems = [] if ok else [why]
         if not self.connected.is_set():
-            return False, "mqtt not connected"
+            problems.append("mqtt not connected")
         if self.batcher.influx_down.is_set() and (self.batcher.spool is None or self.batcher.spool_full):
-            return False, "influxdb unavailable and spool full" if self.batcher.spool else "influxdb unavailable"
-        return True, "ok"
+            problems.append("influxdb unavailable and spool full" if self.batcher.spool else "influxdb unavailable")
+        return (False, "ingest: " + "; ".join(problems)) if problems else (True, "ok")
+
+    def fatal(self) -> str | None:
+        """Why this service cannot go on (a thread given up), for the runner; None while it can."""
+        return self.supervisor.fatal()
 
     def status_line(self) -> str:
         b = self.batcher
@@ -137,6 +169,10 @@ class IngestService:
         return (f"received={self.received} written={b.written} deadlettered={b.deadlettered} "
                 f"inflight={self.inflight} mqtt={'up' if self.connected.is_set() else 'down'} "
                 f"influx={'down' if b.influx_down.is_set() else 'up'}{spool} write_failures={b.failed_attempts}")
+
+
+def _logged_only(*args) -> None:
+    """A connection callback raised: logged and counted by the supervisor; nothing to set aside."""
 
 
 def _lock_data_dir(data_dir: Path) -> IO:

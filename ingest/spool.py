@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.durable import fsync_dir, make_dir, write_all
+
 SEGMENT_BYTES = 64 * 1024 * 1024
 
 
@@ -44,7 +46,7 @@ class Spool:
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_dir(self.directory)
         self._lock = threading.Lock()
         self.not_empty = threading.Condition(self._lock)
         self._segments = sorted(int(p.stem) for p in self.directory.glob("*.seg"))
@@ -83,7 +85,7 @@ class Spool:
             if self._bytes + len(header) + len(body) > self.max_bytes and self._bytes > 0:
                 raise SpoolFull(f"spool holds {self._bytes} bytes (spool.max_bytes {self.max_bytes})")
             fd = self._writable_segment()
-            os.write(fd, header + body + b"\n")
+            write_all(fd, header + body + b"\n")
             os.fsync(fd)
             was_empty = self._bytes == 0
             self._bytes += len(header) + len(body) + 1
@@ -99,7 +101,7 @@ class Spool:
         seq = (self._segments[-1] + 1) if self._segments else 1
         self._segments.append(seq)
         self._fd = os.open(self._path(seq), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)  # the new segment's name is durable before any record in it is acked
         return self._fd
 
     # --- draining ---
@@ -195,6 +197,7 @@ class Spool:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.directory / "cursor")
+        fsync_dir(self.directory)  # the rename, and the segments unlinked before it
 
     def _repair_tail(self) -> None:
         """Cut a torn last record (a crash mid-append): it was never acknowledged."""
@@ -226,11 +229,3 @@ def _fully_read(path: Path, offset: int) -> bool:
         return path.stat().st_size <= offset
     except FileNotFoundError:
         return True
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

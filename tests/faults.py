@@ -1,13 +1,16 @@
 """Fault-injection harness: a numbered feed, an ingest process to kill, and the audit.
 
 Each reading carries its sequence number as its value and as its time offset, so the
-audit can say for every number whether InfluxDB holds it exactly once.
+audit can say for every number whether InfluxDB holds it. Whether one was written twice
+cannot be read from the stored rows (a point with the same time is overwritten): the
+audit counts the points InfluxDB received instead (SHOW STATS), or ingest's own count.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,10 +124,13 @@ class IngestProcess:
         IngestProcess.started.append(self)
         return self
 
-    def kill(self) -> None:
+    def kill(self) -> bool:
+        """SIGKILL; True if the process was alive and died of it (the kill happened)."""
         assert self.proc is not None
+        alive = self.proc.poll() is None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        return alive and self.proc.returncode == -signal.SIGKILL
 
     def stop(self) -> int:
         assert self.proc is not None
@@ -143,12 +149,30 @@ class Audit:
     published: int
     stored: int
     missing: list[int] = field(default_factory=list)
-    duplicates: int = 0
     deadlettered: int = 0
+    # Points InfluxDB received since it started, overwrites included (None: not asked).
+    # Stored rows cannot show a reading written twice (same time: overwritten); this can.
+    written: int | None = None
+
+    @property
+    def rewrites(self) -> int | None:
+        """Readings written more than once (redeliveries after a kill or a broker restart)."""
+        return None if self.written is None else self.written - self.stored
 
     def line(self, name: str) -> str:
         return (f"[{name}] published={self.published} stored={self.stored} missing={len(self.missing)} "
-                f"duplicates={self.duplicates} dead-lettered={self.deadlettered}")
+                f"written={self.written} dead-lettered={self.deadlettered}")
+
+
+def points_received(influx: InfluxQL) -> int:
+    """Points InfluxDB accepted since it started (SHOW STATS, write.pointReq), each write of a
+    point counted, although a point written twice is stored once."""
+    return int(sum(r.get("pointReq") or 0 for r in influx.rows("SHOW STATS FOR 'write'")))
+
+
+def written_by_ingest(log: Path) -> int:
+    """Readings an ingest process says it wrote (its `event=stopped ... written=N` lines, summed)."""
+    return sum(int(m) for m in re.findall(r"event=stopped received=\d+ written=(\d+)", log.read_text(errors="replace")))
 
 
 def audit(influx: InfluxQL, station: str, n: int, data_dirs: list[Path]) -> Audit:
@@ -161,14 +185,11 @@ def audit(influx: InfluxQL, station: str, n: int, data_dirs: list[Path]) -> Audi
         seq = int(r["pm25"])
         assert r["time"] == (T0 + seq) * 10**9, f"reading {seq} stored at the wrong time"
         seen[seq] = seen.get(seq, 0) + 1
-    letters: dict[str, int] = {}
-    for d in data_dirs:
-        for letter in DeadLetterStore(d / "deadletter").pending():
-            letters[letter.id] = letters.get(letter.id, 0) + 1
-    return Audit(
-        published=n,
-        stored=len(seen),
-        missing=[i for i in range(n) if i not in seen],
-        duplicates=sum(c - 1 for c in seen.values()) + sum(c - 1 for c in letters.values()),
-        deadlettered=len(letters),
-    )
+    assert all(c == 1 for c in seen.values())  # one point per time: InfluxDB overwrites
+    letters = {letter.id for d in data_dirs for letter in DeadLetterStore(d / "deadletter").pending()}
+    try:
+        written = points_received(influx)
+    except QueryError:
+        written = None
+    return Audit(published=n, stored=len(seen), missing=[i for i in range(n) if i not in seen],
+                 deadlettered=len(letters), written=written)

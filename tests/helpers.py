@@ -50,3 +50,27 @@ def service_starter(factory: Callable[[Config], object], default: Config) -> Ite
     for service in started:
         if service._accepting:
             service.stop()
+
+
+def spooled_while_influxdb_down(config: Config, publish: Callable[[], int]) -> None:
+    """Run an ingest whose InfluxDB is down (nothing listens at its URL) while `publish()`
+    publishes; it returns how many readings it sent. They end in the spool of
+    config.data_dir, acknowledged; the ingest is stopped."""
+    import socket
+
+    from ingest.service import IngestService
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = config.model_copy(deep=True)
+    down.influx.url = f"http://127.0.0.1:{port}"
+    down.influx.create_database = False
+    service = IngestService(down)
+    service.start()
+    try:
+        assert service.connected.wait(10), "ingest did not subscribe on the test Mosquitto"
+        n = publish()
+        wait_until(lambda: service.batcher.spooled == n and service.inflight == 0)
+    finally:
+        service.stop()

@@ -1,9 +1,14 @@
-"""HJ 212-2017 frames (and HJ/T 212-2005 pollutant codes) to readings. Pure: no I/O.
+"""HJ 212-2017 and HJ 212-2025 frames (and HJ/T 212-2005 pollutant codes) to readings. Pure: no I/O.
+
+The two versions are decoded side by side: the version is in `Flag` (bits 2-7: 0 =
+HJ/T 212-2005, 1 = 2017, 2 = 2025) and the registry may pin a logger to one. A 2025
+frame may carry an SM4-encrypted CP (`hj212_crypto`), decrypted with the logger's key
+from the registry's secrets file; `RF=1` marks back-filled data, stored like any other.
 
 Public entry point for the ingest service: `decode(payload, topic_mn, registry)`.
 The pieces it is made of (`split_frames`, `parse_frame`, `frame_to_readings`) are
-public too, for the CLI, the simulator and the future TCP gateway, as are
-`build_frame` and `reply_9014`.
+public too, for the CLI, the simulator and the TCP gateway, as are `build_frame`,
+`build_encrypted_frame`, `reply_frame` and `reply_9014`.
 
 Every failure is a `RejectedReading` (HJ 212 structure problems are its subclass
 `Hj212Error`, with a `kind`), so the caller dead-letters the raw payload and loses
@@ -15,8 +20,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Literal, Mapping
 
+from aqpipe import dataflags
+from aqpipe.decoders import hj212_crypto
+from aqpipe.decoders.hj212_metrics import BACKFILLED, NOT_STORED
 from aqpipe.errors import Reason, RejectedReading
 from aqpipe.reading import Reading
 from aqpipe.registry import Registry
@@ -24,7 +32,7 @@ from aqpipe.registry import Registry
 # --------------------------------------------------------------------------- tables
 
 BEIJING = timezone(timedelta(hours=8))  # HJ 212 times are Beijing time, no DST
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # Data upload commands -> the suffix that carries the main value.
 DATA_COMMANDS: dict[str, str] = {
@@ -57,11 +65,48 @@ NUMERIC_SUFFIXES = frozenset(_REALTIME_SUFFIXES) | frozenset(_INTERVAL_SUFFIXES)
 # meaning across vendors, and the data flag already says whether the value is
 # usable); SampleTime is the water-sampler's sampling time, meaningless for the
 # continuous gas/dust analysers and ambient monitors this pipeline stores.
-_IGNORED_SUFFIXES = frozenset({"EFlag", "SampleTime"})
+IGNORED_SUFFIXES = _IGNORED_SUFFIXES = frozenset({"EFlag", "SampleTime"})
 
-# Data flags (HJ 212-2017 table): N normal, F plant stopped, M maintenance,
-# S manually set, D fault, C calibration, T over range, B comms fault.
-DATA_FLAGS = frozenset("NFMSDCTB")
+# Data flags: the table is aqpipe.dataflags (letter -> meaning, valid or not). A letter
+# not in it (HJ 212-2025 may have added some) is kept and stored as sent, never fatal;
+# the aggregator counts it as invalid by the same table.
+DATA_FLAGS = frozenset(dataflags.DATA_FLAGS)
+
+# Protocol version in Flag bits 2-7 (HJ 212-2025 6.3.3; the same layout in 2017).
+FLAG_VERSIONS: dict[int, str] = {0: "2005", 1: "2017", 2: "2025"}
+VERSION_FLAG_BITS: dict[str, int] = {v: k << 2 for k, v in FLAG_VERSIONS.items()}
+
+# System codes (ST). `stored`: whether data commands of that system become readings;
+# power-use (44) and production-condition (45) frames carry d2xxxx/d3xxxx/p99xxx codes
+# (currents, condition marks such as Rtd=St), not pollutant concentrations: they are
+# counted in aqpipe_hj212_not_stored_total{cn,st} and not stored (no measurement for them).
+SYSTEM_CODES: dict[str, tuple[str, bool]] = {
+    "21": ("surface water quality", True),
+    "22": ("ambient air quality", True),
+    "23": ("regional environmental noise", True),
+    "27": ("VOCs (HJ 212-2025)", True),
+    "31": ("air pollution source", True),
+    "32": ("surface-water pollution source", True),
+    "44": ("power-use monitoring (HJ 212-2025)", False),
+    "45": ("key production conditions (HJ 212-2025)", False),
+    "91": ("system interaction", True),
+}
+
+# Commands that are not stored as readings, on purpose, each counted in
+# aqpipe_hj212_not_stored_total{cn} (ingest/README-hj212.md says why): HJ 212-2025
+# 2062 standard-sample checks (a QA record of the analyser, not an emission), 3020
+# site-equipment information (text), 2111 furnace-temperature 5-minute means (codes
+# not in our table, and no measurement for them yet), 2013 raw VOC spectra, 2041
+# equipment running time. Any other command without a table row is also not stored
+# and counted the same way.
+NOT_STORED_COMMANDS: dict[str, str] = {
+    "2062": "standard-sample check (HJ 212-2025)",
+    "3020": "site equipment information (HJ 212-2025)",
+    "2111": "furnace temperature 5-minute mean (HJ 212-2025)",
+    "2013": "raw monitoring data, VOC spectra (HJ 212-2025)",
+    "2041": "equipment running time",
+    "9015": "heartbeat (HJ 212-2025)",
+}
 
 # Pollutant code -> aqpipe field (DESIGN.md names). 2017 codes (HJ 524 based),
 # then HJ/T 212-2005 codes that older loggers still send, as aliases.
@@ -108,8 +153,15 @@ _FIELD_NAMES: dict[str, dict[str, dict[str, str]]] = {
     for cn, suffixes in SUFFIX_FIELDS.items()
 }
 
+
+
+def field_names(cn: str) -> dict[str, dict[str, str]] | None:
+    """code -> suffix -> stored field name for data command `cn`; None if `cn` uploads no data."""
+    return _FIELD_NAMES.get(cn)
+
+
 # Header fields of the data segment, before CP. Anything else is a syntax error.
-_HEADER_KEYS = frozenset({"QN", "ST", "CN", "PW", "MN", "Flag", "PNUM", "PNO"})
+_HEADER_KEYS = frozenset({"QN", "ST", "CN", "PW", "MN", "Flag", "PNUM", "PNO", "RF"})
 _MAX_MN = 24  # characters, HJ 212-2017 6.3.2
 
 # A number as HJ 212 writes it. float() alone would also take " 1", "1_0" and
@@ -124,17 +176,18 @@ _FRAME_START = re.compile(r"##(?=[0-9]{4})")
 _PLAIN_CHARS = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.,;=&+-"
 _PW_VALUE = re.compile(r"PW=([^;&\r\n]*)")
 
-Kind = Literal["framing", "length", "crc", "syntax"]
+Kind = Literal["framing", "length", "crc", "syntax", "decrypt"]
 _KIND_REASON: dict[str, Reason] = {
     "framing": Reason.HJ212_FRAMING,
     "length": Reason.HJ212_LENGTH,
     "crc": Reason.HJ212_CRC,
     "syntax": Reason.HJ212_SYNTAX,
+    "decrypt": Reason.HJ212_DECRYPT,
 }
 
 
 class Hj212Error(RejectedReading):
-    """A frame that is not valid HJ 212; `kind` is framing, length, crc or syntax."""
+    """A frame that is not valid HJ 212; `kind` is framing, length, crc, syntax or decrypt."""
 
     def __init__(self, kind: Kind, detail: str) -> None:
         super().__init__(_KIND_REASON[kind], detail)
@@ -227,21 +280,32 @@ class Frame:
     data_time: datetime | None  # Beijing time (UTC+8)
     values: dict[str, dict[str, float | str]]  # {"a21026": {"Avg": 45.1, "Flag": "N"}}
     extra: dict[str, str]  # other CP keys, e.g. {"RtdInterval": "30"}
+    rf: bool = False  # RF=1: a back-filled (补传) packet (HJ 212-2025)
+    encrypted: bool = False  # the CP came SM4-encrypted and was decrypted
+
+    @property
+    def version(self) -> str | None:
+        """"2005", "2017", "2025" from Flag bits 2-7; None without Flag or for an unknown version."""
+        return FLAG_VERSIONS.get(self.flag >> 2) if self.flag is not None else None
 
 
 def _bad(kind: Kind, detail: str) -> Hj212Error:
     return Hj212Error(kind, detail)
 
 
-def parse_frame(text: str | bytes) -> Frame:
-    """Parse and check one frame: `##`, length, CRC, structure. The trailing CRLF is optional."""
+def parse_frame(text: str | bytes, keys: Mapping[str, bytes] | None = None) -> Frame:
+    """Parse and check one frame: `##`, length, CRC, structure. The trailing CRLF is optional.
+
+    `keys` (SM4 key by MN) decrypts HJ 212-2025 frames whose CP is encrypted; such a
+    frame without a key for its MN, or that does not decrypt, is a `decrypt` error.
+    """
     if isinstance(text, (bytes, bytearray, memoryview)):
         try:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError as e:
             raise _bad("framing", f"frame is not UTF-8 (byte {e.start})") from None
     try:
-        return _parse(text)
+        return _parse(text, keys)
     except Hj212Error as e:
         e.detail = _scrub(e.detail, text)
         e.args = (f"{e.reason.value}: {e.detail}",)
@@ -256,7 +320,7 @@ def _scrub(detail: str, text: str) -> str:
     return detail
 
 
-def _parse(text: str) -> Frame:
+def _parse(text: str, keys: Mapping[str, bytes] | None) -> Frame:
     if text.endswith("\n"):
         text = text[:-2] if text.endswith("\r\n") else text[:-1]
     if not text.startswith("##"):
@@ -278,6 +342,9 @@ def _parse(text: str) -> Frame:
         raw = data.encode("utf-8")
     except UnicodeEncodeError as e:  # lone surrogates in a str: never came from bytes
         raise _bad("framing", f"data segment is not encodable as UTF-8 (character {e.start})") from None
+    cp_at = data.find("CP=&&{0x")
+    if cp_at >= 0:
+        return _parse_encrypted(data, raw, cp_at, int(length_field), received, keys)
     if len(raw) != int(length_field):
         raise _bad("length", f"length field says {int(length_field)} bytes, data segment has {len(raw)}")
     computed = crc16_hj212(raw)
@@ -286,13 +353,50 @@ def _parse(text: str) -> Frame:
     return _parse_segment(data)
 
 
-def _parse_segment(data: str) -> Frame:
+def _parse_encrypted(data: str, raw: bytes, cp_at: int, length: int, received: int,
+                     keys: Mapping[str, bytes] | None) -> Frame:
+    """An HJ 212-2025 frame with an SM4-encrypted CP: decrypt, then check length and CRC.
+
+    The CRC covers the *plain* data segment (appendix A.2: CRC first, then encrypt).
+    The length field: table 2 says the data segment's length, but the appendix's
+    encrypted examples give the plain segment's length (0295 for 1128 characters
+    sent), so either is accepted; the CRC still checks every byte.
+    """
+    if not data.endswith("&&"):
+        raise _bad("syntax", "CP is not closed by '&&' at the end of the data segment")
+    header = _parse_header(data[:cp_at])
+    mn = header.get("MN", "")
+    key = keys.get(mn) if keys is not None and mn else None
+    if key is None:
+        raise _bad("decrypt", f"CP is SM4-encrypted and no key is configured for MN {mn!r} "
+                              "(hj212_secrets_file of the registry)")
+    try:
+        cp = hj212_crypto.decrypt_cp(data[cp_at + 5 : -2], key)
+    except hj212_crypto.CipherTextError as e:
+        raise _bad("decrypt", str(e)) from None
+    plain = data[: cp_at + 5] + cp + "&&"
+    plain_raw = plain.encode("utf-8")
+    if length not in (len(raw), len(plain_raw)):
+        raise _bad("length", f"length field says {length} bytes, data segment has {len(raw)} "
+                             f"({len(plain_raw)} decrypted)")
+    if crc16_hj212(plain_raw) != received:
+        # Line noise would have failed elsewhere first in most cases; a wrong key is the usual cause.
+        raise _bad("decrypt", "CRC of the decrypted data segment does not match: wrong SM4 key "
+                              "for this logger, or a corrupted frame")
+    # The header was parsed above; it is the same text before CP=&& (only the CP was encrypted).
+    frame = _parse_segment(plain, header if data.find("CP=&&") == cp_at else None)
+    frame.encrypted = True
+    return frame
+
+
+def _parse_segment(data: str, header: dict[str, str] | None = None) -> Frame:
     cp_at = data.find("CP=&&")
     if cp_at < 0 or (cp_at > 0 and data[cp_at - 1] != ";"):
         raise _bad("syntax", "no 'CP=&&' field")
     if len(data) < cp_at + 7 or not data.endswith("&&"):
         raise _bad("syntax", "CP is not closed by '&&' at the end of the data segment")
-    header = _parse_header(data[:cp_at])
+    if header is None:
+        header = _parse_header(data[:cp_at])
     cp = data[cp_at + 5 : -2]
 
     try:
@@ -306,6 +410,9 @@ def _parse_segment(data: str) -> Frame:
     if not 0 < len(mn) <= _MAX_MN:
         raise _bad("syntax", f"MN is {len(mn)} characters, expected 1 to {_MAX_MN}")
 
+    rf = header.get("RF")
+    if rf is not None and rf != "1":
+        raise _bad("syntax", "RF is not 1 (HJ 212-2025 defines only RF=1, absent otherwise)")
     values, extra, data_time = _parse_cp(cp)
     return Frame(
         qn=header.get("QN"),
@@ -319,6 +426,7 @@ def _parse_segment(data: str) -> Frame:
         data_time=data_time,
         values=values,
         extra=extra,
+        rf=rf == "1",
     )
 
 
@@ -469,8 +577,9 @@ def frame_to_readings(frame: Frame, registry: Registry, topic_mn: str | None) ->
         raise RejectedReading(
             Reason.IDENTITY_MISMATCH, f"frame MN {frame.mn!r} does not match topic MN {topic_mn!r}"
         )
+    _check_policy(frame, registry)
     field_names = _FIELD_NAMES.get(frame.cn)
-    if field_names is None:
+    if field_names is None or not SYSTEM_CODES.get(frame.st, ("", True))[1]:
         return []
     device = registry.by_mn(frame.mn)
     if device is None:
@@ -490,9 +599,9 @@ def frame_to_readings(frame: Frame, registry: Registry, topic_mn: str | None) ->
             if name is not None:
                 values[name] = value  # type: ignore[assignment]  # numeric suffixes hold floats
             elif suffix == "Flag":
-                if value not in DATA_FLAGS:
+                if value not in DATA_FLAGS and not dataflags.is_flag(str(value)):
                     raise Hj212Error("syntax", f"{code}-Flag {_quote(str(value))} is not a data flag")
-                if value != "N":
+                if value != "N":  # unknown letters too: stored as sent, invalid in rollups
                     flags[POLLUTANT_FIELDS[code]] = value  # type: ignore[assignment]
             elif suffix not in _IGNORED_SUFFIXES:
                 raise Hj212Error("syntax", f"suffix {_quote(suffix)} is not expected in CN={frame.cn}")
@@ -506,8 +615,30 @@ def frame_to_readings(frame: Frame, registry: Registry, topic_mn: str | None) ->
     return [Reading(measurement, identity, time_ns, values, flags)]
 
 
+def _check_policy(frame: Frame, registry: Registry) -> None:
+    """The registry's version pin and encryption policy for this logger (unknown MNs pass here)."""
+    logger = registry.hj212_logger(frame.mn)
+    if logger is None:
+        return
+    if logger.version is not None and frame.version is not None and frame.version != logger.version:
+        raise Hj212Error("syntax", f"logger is registered as HJ 212-{logger.version} (hj212_version) but its "
+                                   f"Flag={frame.flag} says {frame.version}")
+    if (logger.encrypt and not frame.encrypted and not logger.allow_plaintext
+            and hj212_crypto.cn_is_encrypted(frame.cn) and frame.cn not in _REPLY_CNS):
+        raise RejectedReading(Reason.HJ212_PLAINTEXT,
+                              f"logger is registered to encrypt (hj212_encrypt) but sent CN={frame.cn} in plain "
+                              "text; set hj212_allow_plaintext while it migrates")
+
+
+_REPLY_CNS = frozenset({"9011", "9012", "9013", "9014"})
+
+
 def decode(payload: bytes, topic_mn: str, registry: Registry) -> list[Reading]:
-    """All readings of one `aq/v1/hj212/{mn}` message; any bad frame rejects the whole message."""
+    """All readings of one `aq/v1/hj212/{mn}` message; any bad frame rejects the whole message.
+
+    Frames that are valid but not stored (commands and systems without a measurement)
+    are counted in aqpipe_hj212_not_stored_total; RF=1 frames in aqpipe_hj212_backfilled_total.
+    """
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -516,8 +647,24 @@ def decode(payload: bytes, topic_mn: str, registry: Registry) -> list[Reading]:
     if not pieces:
         raise Hj212Error("framing", "message holds no frame")
     readings: list[Reading] = []
+    backfilled = 0
+    not_stored: list[Frame] = []
+    keys = registry.hj212_keys
     for piece in pieces:
-        readings.extend(frame_to_readings(parse_frame(piece), registry, topic_mn))
+        frame = parse_frame(piece, keys)
+        got = frame_to_readings(frame, registry, topic_mn)
+        if got:
+            readings.extend(got)
+            backfilled += frame.rf
+        elif frame.cn not in _REPLY_CNS:
+            not_stored.append(frame)
+    # Counted only once the whole message decoded (a rejected message counts as a dead letter).
+    if backfilled:
+        BACKFILLED.inc(backfilled)
+    for frame in not_stored:
+        # Labels from the tables only, so a device cannot grow the series count at will.
+        cn = frame.cn if frame.cn in NOT_STORED_COMMANDS or frame.cn in DATA_COMMANDS else "other"
+        NOT_STORED.labels(cn, frame.st if frame.st in SYSTEM_CODES else "other").inc()
     return readings
 
 
@@ -531,16 +678,56 @@ def build_frame(data_segment: str) -> str:
     return f"##{len(raw):04d}{data_segment}{crc16_hj212(raw):04X}\r\n"
 
 
-def reply_9014(frame: Frame) -> str:
-    """The platform's data reply (数据应答) to an upload that asked for one (Flag bit 0).
+def reply_9014(frame: Frame, version: str | None = None) -> str:
+    """The platform's data reply (数据应答) to an upload that asked for one (Flag bit 0)."""
+    return reply_frame(frame, "9014", version)
 
-    HJ 212-2017 form: same QN, PW and MN, ST=91, CN=9014, Flag=4 (2017 version, no
-    reply wanted), empty CP. (HJ/T 212-2005 put QN and CN inside CP instead;
-    some platforms add QnRtn=1 to CP. Loggers match the reply on QN.)
+
+def reply_frame(frame: Frame, cn: str, version: str | None = None, cp: str = "") -> str:
+    """A platform reply (9011, 9013, 9014) to `frame`, in the form of the logger's version.
+
+    `version` is the registry's pin for the logger; without one, 2025 when the frame's
+    Flag says 2025, else 2017 (a Flag with version bits 0 is read as 2017 here: 2017
+    loggers that send Flag=1 exist, so the 2005 form is only for loggers *registered*
+    as 2005). HJ 212-2017/2025 form: same QN, PW and MN, ST=91, the reply CN, Flag
+    with the same version bits and no reply wanted (4 for 2017, 8 for 2025), CP as
+    given (empty for 9013/9014). HJ/T 212-2005 form (QN inside CP): `ST=91;CN=9014;
+    PW=…;MN=…;CP=&&QN=…;CN=<the uploaded CN>&&`, no Flag (as a 2005 implementation's
+    replies, ingest/README-hj212.md). Loggers match the reply on QN.
     """
+    if version is None:
+        version = "2025" if frame.version == "2025" else "2017"
+    if version == "2005":
+        head = ["ST=91", f"CN={cn}"]
+        if frame.pw is not None:
+            head.append(f"PW={frame.pw}")
+        head.append(f"MN={frame.mn}")
+        inner = [f"QN={frame.qn}"] if frame.qn is not None else []
+        if cn == "9014":
+            inner.append(f"CN={frame.cn}")
+        if cp:
+            inner.append(cp)
+        head.append(f"CP=&&{';'.join(inner)}&&")
+        return build_frame(";".join(head))
     head = [f"QN={frame.qn}"] if frame.qn is not None else []
-    head += ["ST=91", "CN=9014"]
+    head += ["ST=91", f"CN={cn}"]
     if frame.pw is not None:
         head.append(f"PW={frame.pw}")
-    head += [f"MN={frame.mn}", "Flag=4", "CP=&&&&"]
+    head += [f"MN={frame.mn}", f"Flag={VERSION_FLAG_BITS[version]}", f"CP=&&{cp}&&"]
     return build_frame(";".join(head))
+
+
+def build_encrypted_frame(data_segment: str, key: bytes, length: Literal["sent", "plain"] = "sent") -> str:
+    """An HJ 212-2025 frame with its CP SM4-encrypted: CRC over the plain segment (appendix A.2).
+
+    `length="plain"` writes the plain segment's length, as the appendix's examples do.
+    """
+    cp_at = data_segment.find("CP=&&")
+    if cp_at < 0 or not data_segment.endswith("&&"):
+        raise ValueError("data segment has no CP=&&...&&")
+    plain_raw = data_segment.encode("utf-8")
+    wire = data_segment[: cp_at + 5] + hj212_crypto.encrypt_cp(data_segment[cp_at + 5 : -2], key) + "&&"
+    n = len(plain_raw) if length == "plain" else len(wire.encode("utf-8"))
+    if n > 9999:
+        raise ValueError(f"data segment is {n} bytes, HJ 212 allows at most 9999")
+    return f"##{n:04d}{wire}{crc16_hj212(plain_raw):04X}\r\n"

@@ -1,4 +1,4 @@
-"""One logger's TCP connection: split its bytes, publish its frames, answer each after its PUBACK."""
+"""One logger's TCP connection: split its bytes, check who sends them, publish its frames, answer each after its PUBACK."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import logging
 import socket
 from typing import Protocol
 
-from aqpipe.decoders.hj212 import Frame, reply_9014
-from aqpipe.errors import Reason
-from ingest.hj212_gateway.metrics import BYTES_IN, DISCONNECTS, GARBAGE, INVALID, PUBLISHED, REPLIES
 from aqpipe.config import Hj212GatewayConfig
+from aqpipe.decoders.hj212 import Frame
+from aqpipe.errors import Reason
+from aqpipe.registry import Registry
+from ingest.hj212_gateway.access import Access, pw_of
+from ingest.hj212_gateway.metrics import BYTES_IN, DISCONNECTS, GARBAGE, INVALID, PUBLISHED, REJECTED, REPLIES
 from ingest.hj212_gateway.publisher import Publisher, PublishRefused
-from ingest.hj212_gateway.replies import reply_command, reply_with
+from ingest.hj212_gateway.replies import HEARTBEAT, refusal_reply, reply_command, reply_for
 from ingest.hj212_gateway.splitter import TOPIC_SAFE_MN, FrameSplitter, Rejected, mn_of
 
 
@@ -30,6 +32,17 @@ class Gateway(Protocol):
     prefix: str
     stopping: bool
     drain_timeout: float
+    registry: Registry
+    access: Access
+
+
+class _Refused(Exception):
+    """Too many refused frames on this connection: close it."""
+
+
+# A reply-queue item: the publish future (None: nothing published, e.g. a heartbeat or a
+# refused frame), the frame it answers, and a reply decided at read time (refusals).
+_Item = tuple["asyncio.Future[None] | None", "Frame | None", "str | None"]
 
 
 class Connection:
@@ -41,11 +54,12 @@ class Connection:
         self.writer = writer
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.splitter = FrameSplitter(gateway.cfg.max_frame_bytes)
+        self.splitter = FrameSplitter(gateway.cfg.max_frame_bytes, gateway.registry.hj212_keys)
         self._window = asyncio.Semaphore(gateway.cfg.window)
-        self._replies: asyncio.Queue[tuple[asyncio.Future[None], Frame | None] | None] = asyncio.Queue()
+        self._replies: asyncio.Queue[_Item | None] = asyncio.Queue()
         self.frames = 0
         self.invalid = 0
+        self.refused = 0
         self.mn = "-"  # the last MN seen on this connection, for the logs
         self.reading: asyncio.Task | None = None
         self._stalled = False  # the client stopped reading its replies
@@ -63,6 +77,8 @@ class Connection:
         self.reading = asyncio.create_task(self._read_loop())
         try:
             reason = await self.reading
+        except _Refused:
+            reason = "refused"
         except asyncio.CancelledError:
             if self._stalled:
                 reason = "reply_stalled"
@@ -112,19 +128,26 @@ class Connection:
                 if isinstance(event, Rejected):
                     self._invalid(event.reason, event.detail, event.size)
                     mn = mn_of(event.raw) if event.raw is not None else None
-                    if mn is not None:
+                    # Only a known logger with its PW fills the dead letters.
+                    if mn is not None and self._refusal(mn, pw_of(event.raw), None) is None:
                         await self._forward_for_dead_letter(mn, event.raw)
                     continue
                 frame = event.frame
                 if not TOPIC_SAFE_MN.fullmatch(frame.mn):
                     self._invalid(Reason.HJ212_SYNTAX, f"MN {frame.mn!r} cannot be an MQTT topic level", len(event.raw))
                     continue
+                if self._refusal(frame.mn, frame.pw, frame) is not None:
+                    continue
+                if frame.cn == HEARTBEAT:  # the link is alive; nothing to publish, answered in order
+                    self.mn = frame.mn
+                    self._replies.put_nowait((None, frame, None))
+                    continue
                 # Back-pressure: stop reading while this connection or the whole gateway
                 # has too many frames the broker has not acknowledged.
                 await self._window.acquire()
                 await self.gw.publisher.reserve()
                 fut = self.gw.publisher.publish(f"{self.gw.prefix}/hj212/{frame.mn}", event.raw)
-                self._replies.put_nowait((fut, frame))  # no await between publish and queueing
+                self._replies.put_nowait((fut, frame, None))  # no await between publish and queueing
                 self.frames += 1
                 self.mn = frame.mn
 
@@ -134,7 +157,25 @@ class Connection:
         await self._window.acquire()
         await self.gw.publisher.reserve()
         fut = self.gw.publisher.publish(f"{self.gw.prefix}/hj212/{mn}", raw)
-        self._replies.put_nowait((fut, None))
+        self._replies.put_nowait((fut, None, None))
+
+    def _refusal(self, mn: str, pw: str | None, frame: Frame | None) -> str | None:
+        """Access control: None when the logger may talk; else count, log, maybe answer, maybe close."""
+        refusal = self.gw.access.check(mn, pw)
+        if refusal is None:
+            return None
+        self.refused += 1
+        REJECTED.labels(refusal).inc()
+        level = logging.WARNING if self.refused <= _LOGGED_INVALID else logging.DEBUG
+        # Never the PW, not even the wrong one (it may be a neighbour's, mistyped).
+        log.log(level, "event=frame_refused peer=%s mn=%r reason=%s cn=%s refused=%d/%d",
+                self.peer, mn, refusal, frame.cn if frame else "?", self.refused, self.gw.cfg.max_auth_failures)
+        if frame is not None and self.gw.cfg.auth_reply == "9011" and frame.cn not in ("9011", "9012", "9013", "9014"):
+            logger = self.gw.registry.hj212_logger(frame.mn)
+            self._replies.put_nowait((None, None, refusal_reply(frame, refusal, logger.version if logger else None)))
+        if self.refused >= self.gw.cfg.max_auth_failures:
+            raise _Refused()
+        return refusal
 
     def _invalid(self, reason: Reason, detail: str, size: int) -> None:
         self.invalid += 1
@@ -153,22 +194,30 @@ class Connection:
             item = await self._replies.get()
             if item is None:
                 return
-            fut, frame = item
-            try:
-                await fut
-            except PublishRefused as e:
-                log.error("event=publish_refused peer=%s mn=%s cn=%s reason=%r (no reply: the logger will resend)",
-                          self.peer, frame.mn if frame else self.mn, frame.cn if frame else "?", str(e))
+            fut, frame, text = item
+            if fut is not None:
+                try:
+                    await fut
+                except PublishRefused as e:
+                    log.error("event=publish_refused peer=%s mn=%s cn=%s reason=%r (no reply: the logger will resend)",
+                              self.peer, frame.mn if frame else self.mn, frame.cn if frame else "?", str(e))
+                    continue
+                finally:
+                    self._window.release()
+                PUBLISHED.inc()
+            if text is not None:  # a refusal (9011), decided when the frame was read
+                cn = "9011"
+            elif frame is None:  # a malformed frame forwarded for the dead letters: never answered
                 continue
-            finally:
-                self._window.release()
-            PUBLISHED.inc()
-            if frame is None:  # a malformed frame forwarded for the dead letters: never answered
+            else:
+                cn = reply_command(frame)
+                if cn is None:
+                    continue
+                logger = self.gw.registry.hj212_logger(frame.mn)
+                text = reply_for(frame, logger.version if logger else None)
+            if text is None or self.writer.is_closing():
                 continue
-            cn = reply_command(frame)
-            if cn is None or self.writer.is_closing():
-                continue
-            self.writer.write((reply_9014(frame) if cn == "9014" else reply_with(frame, cn)).encode("utf-8"))
+            self.writer.write(text.encode("utf-8"))
             try:
                 async with asyncio.timeout(self.gw.cfg.idle_timeout_s):
                     await self.writer.drain()

@@ -19,3 +19,5 @@ PUBACK_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 MQTT_CONNECTED = Gauge("aqpipe_hj212_gateway_mqtt_connected", "1 while the gateway is connected to the broker")
+REJECTED = Counter("aqpipe_hj212_gateway_rejected", "Frames refused by access control, not published: "
+                   "auth (wrong or missing PW), unknown_mn (MN not in the registry)", ["reason"])

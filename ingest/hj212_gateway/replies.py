@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aqpipe.decoders.hj212 import Frame, build_frame, reply_9014
+from aqpipe.decoders.hj212 import Frame, reply_frame
 
 # Commands a logger sends to the platform that answer a platform request: replying
 # to them would start a loop. (HJ 212-2017: 9011 request reply, 9012 execution
@@ -11,7 +11,14 @@ _REPLY_COMMANDS = frozenset({"9011", "9012", "9013", "9014"})
 # Notifications from the logger, answered with 9013 (通知应答). 1013: the logger asks
 # for a time calibration (现场机时间校准请求); the time itself would come from a later
 # 1012 the gateway does not send (it issues no commands).
-_NOTIFICATIONS = frozenset({"1013"})
+# 9015: the HJ 212-2025 heartbeat (心跳), answered by the gateway itself with the
+# notification reply 9013 when its Flag asks for a reply (it is not published).
+_NOTIFICATIONS = frozenset({"1013", "9015"})
+HEARTBEAT = "9015"
+
+# 9011 request reply (请求应答) result codes, HJ 212-2017 table (QnRtn): 3 PW error,
+# 4 MN error. Sent to a refused logger only with hj212_gateway.auth_reply = "9011".
+REFUSAL_QNRTN = {"auth": "3", "unknown_mn": "4"}
 
 
 def reply_command(frame: Frame) -> str | None:
@@ -31,19 +38,14 @@ def reply_command(frame: Frame) -> str | None:
     return None
 
 
-def reply_for(frame: Frame) -> str | None:
-    """The reply frame (CRLF-terminated) for `frame`, or None."""
+def reply_for(frame: Frame, version: str | None = None) -> str | None:
+    """The reply frame (CRLF-terminated) for `frame`, or None; `version` is the registry's pin."""
     cn = reply_command(frame)
     if cn is None:
         return None
-    return reply_9014(frame) if cn == "9014" else reply_with(frame, cn)
+    return reply_frame(frame, cn, version)
 
 
-def reply_with(frame: Frame, cn: str) -> str:
-    """HJ 212-2017 reply form: same QN, PW and MN, ST=91, Flag=4, empty CP."""
-    head = [f"QN={frame.qn}"] if frame.qn is not None else []
-    head += ["ST=91", f"CN={cn}"]
-    if frame.pw is not None:
-        head.append(f"PW={frame.pw}")
-    head += [f"MN={frame.mn}", "Flag=4", "CP=&&&&"]
-    return build_frame(";".join(head))
+def refusal_reply(frame: Frame, refusal: str, version: str | None = None) -> str:
+    """9011 with QnRtn=3 (PW error) or 4 (MN error); it echoes the logger's own PW, never the registered one."""
+    return reply_frame(frame, "9011", version, cp=f"QnRtn={REFUSAL_QNRTN[refusal]}")

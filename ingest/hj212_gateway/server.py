@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 
 from aqpipe.config import Hj212GatewayConfig, MqttConfig
+from aqpipe.registry import Registry
+from ingest.hj212_gateway.access import Access
 from ingest.hj212_gateway.connection import READ_SIZE, Connection
 from ingest.hj212_gateway.metrics import ACCEPTED, CONNECTIONS
 from ingest.hj212_gateway.publisher import Publisher
@@ -17,8 +20,13 @@ log = logging.getLogger("aqpipe.hj212_gateway")
 class Hj212Gateway:
     """The TCP server: `await start()`; `await stop()` at SIGTERM (or `run_in_thread` / `stop_in_thread`)."""
 
-    def __init__(self, cfg: Hj212GatewayConfig, mqtt: MqttConfig, topic_prefix: str = "aq/v1") -> None:
+    def __init__(self, cfg: Hj212GatewayConfig, mqtt: MqttConfig, topic_prefix: str = "aq/v1",
+                 registry: Registry | None = None) -> None:
         self.cfg = cfg
+        # Who may talk (MN, PW) and the SM4 keys that check encrypted frames. Without a
+        # registry no logger is known: every frame is refused as unknown_mn.
+        self.registry = registry if registry is not None else Registry.empty()
+        self.access = Access(self.registry, cfg.check_pw)
         self.mqtt = mqtt
         self.prefix = topic_prefix
         self.drain_timeout = cfg.drain_timeout_s
@@ -32,13 +40,24 @@ class Hj212Gateway:
     async def start(self) -> None:
         self.publisher = Publisher(self.mqtt, self.cfg.client_id, self.cfg.max_pending, asyncio.get_running_loop())
         host, port = split_listen(self.cfg.listen)
-        self._server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE,
+        self._server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE, ssl=self._tls(),
                                                   reuse_address=True, backlog=min(self.cfg.max_connections, 1024))
         self.publisher.start()  # after the bind: a port in use fails fast, with nothing to undo
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("event=listening address=%s:%d mqtt=mqtt://%s:%d client_id=%s max_connections=%d "
-                 "idle_timeout_s=%g max_frame_bytes=%d", host, self.port, self.mqtt.host, self.mqtt.port,
-                 self.cfg.client_id, self.cfg.max_connections, self.cfg.idle_timeout_s, self.cfg.max_frame_bytes)
+        log.info("event=listening address=%s:%d tls=%s mqtt=mqtt://%s:%d client_id=%s max_connections=%d "
+                 "idle_timeout_s=%g max_frame_bytes=%d loggers=%d check_pw=%s", host, self.port,
+                 self.cfg.tls_cert is not None, self.mqtt.host, self.mqtt.port, self.cfg.client_id,
+                 self.cfg.max_connections, self.cfg.idle_timeout_s, self.cfg.max_frame_bytes,
+                 len(self.registry._by_mn), self.cfg.check_pw)
+
+    def _tls(self) -> ssl.SSLContext | None:
+        """Server-side TLS (1.2 or later) from hj212_gateway.tls_cert / tls_key, or None for plain TCP."""
+        if self.cfg.tls_cert is None or self.cfg.tls_key is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
+        return ctx
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.stopping or len(self.connections) >= self.cfg.max_connections:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aqpipe.decoders.hj212 import Frame, Hj212Error, parse_frame
@@ -55,8 +56,12 @@ class FrameSplitter:
     and a frame without an end within the limit is dropped.
     """
 
-    def __init__(self, max_frame_bytes: int) -> None:
+    def __init__(self, max_frame_bytes: int, keys: Mapping[str, bytes] | None = None) -> None:
         self.max_frame_bytes = max_frame_bytes
+        # SM4 keys by MN: an HJ 212-2025 encrypted frame's CRC covers its plain text,
+        # so checking it needs the key (and its length field may give the plain length,
+        # which is why the cut falls back to the CRLF below).
+        self.keys = keys
         self.garbage_bytes = 0
         self.high_water = 0  # largest buffer seen, for tests and curiosity
         self._buf = bytearray()
@@ -124,7 +129,7 @@ class FrameSplitter:
         if avail >= n and not self._exact_tried:
             self._exact_tried = True
             try:
-                frame = parse_frame(bytes(buf[pos : pos + n]))
+                frame = parse_frame(bytes(buf[pos : pos + n]), self.keys)
             except Hj212Error as e:
                 if e.kind == "syntax":  # length and CRC check: the boundary is certain
                     out.append(Rejected(e.reason, e.detail, n, raw=bytes(buf[pos : pos + n]) + _LINE_END))
@@ -140,11 +145,11 @@ class FrameSplitter:
             end = min(ends)
             piece = bytes(buf[pos:end])
             try:
-                out.append(Accepted(parse_frame(piece), piece.rstrip(b"\r\n") + _LINE_END))
+                out.append(Accepted(parse_frame(piece, self.keys), piece.rstrip(b"\r\n") + _LINE_END))
             except Hj212Error as e:
                 # Kept for the dead letters like any bad input (HJ 212 issue: length, CRC and
                 # structure faults are dead-lettered with their reason); never answered.
-                raw = piece.rstrip(b"\r\n") + _LINE_END if e.kind in ("length", "crc", "syntax") else None
+                raw = piece.rstrip(b"\r\n") + _LINE_END if e.kind in ("length", "crc", "syntax", "decrypt") else None
                 out.append(Rejected(e.reason, e.detail, len(piece), raw=raw))
             return end - pos
         if avail >= self.max_frame_bytes:

@@ -10,14 +10,16 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
-import numpy as np
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import REGISTRY
 
+import servers
 from aggregator.aqi import compute_aqi, convert_units, nowcast
 from aggregator.tables import US_2024, get_standard
-from aqpipe.config import Config
+from aqpipe.config import Config, load_config
+from aqpipe.influx import InfluxQL, make_writer
 from tests.helpers import service_starter, wait_until
 
 pytestmark = pytest.mark.integration
@@ -43,6 +45,7 @@ def agg_config(config: Config, unique: str) -> Config:
     a.tick_s = 0.1
     a.lateness_hours = 24 * 10  # the week-long replay starts 8 days ago
     a.max_wait_s = 30
+    a.recheck_s = 0.5  # should ingest lag past max_wait_s on a busy machine, the hour converges soon after
     return cfg
 
 
@@ -71,9 +74,10 @@ def derived(mosquitto) -> Iterator[list]:
 
 
 def _settled(service, expect_received: int, timeout: float = 40.0) -> None:
-    """Wait until the aggregator has journalled every message and computed every due rollup."""
-    wait_until(lambda: service.journalled >= expect_received and not service.recompute_pending and service.due() == 0,
-               timeout=timeout, interval=0.1)
+    """Wait until the aggregator has journalled every message and computed every due rollup
+    from complete data (none written complete=false and waiting for readings to land)."""
+    wait_until(lambda: service.journalled >= expect_received and not service.recompute_pending and service.due() == 0
+               and service.state.incomplete_count() == 0, timeout=timeout, interval=0.1)
 
 
 # --- feeds -----------------------------------------------------------------------------
@@ -178,6 +182,7 @@ def _assert_matches(influx, measurement: str, station: str, expected: dict) -> i
                 continue
             assert row is not None, f"{measurement} {station} {std} at {datetime.fromtimestamp(t, CST)} missing"
             assert row["aqi"] == rec["aqi"], (measurement, station, std, datetime.fromtimestamp(t, CST), row, rec)
+            assert row["complete"] is True, row
             assert row["primary"] == ",".join(rec["primary"])
             assert row["category"] == rec["category"]
             for name, iaqi in rec["iaqi"].items():
@@ -366,3 +371,135 @@ def test_stack_hour_above_the_permit_limit_is_exceeded_with_the_o2_corrected_ave
     assert (nox["exceeded"], nox["valid_minutes"], nox["avg_o2corr"]) == (False, 60, pytest.approx(40.0))
     wait_until(lambda: any(t == f"aq/v1/derived/stack/{outlet}" and r["pollutant"] == "so2" and r["exceeded"]
                            for t, r in derived))
+
+
+def _waits() -> float:
+    return REGISTRY.get_sample_value("aqpipe_aggregator_waits_total") or 0.0
+
+
+def _line(station: str, t: int, values: dict) -> str:
+    return f"ambient,station={station} " + ",".join(f"{k}={v!r}" for k, v in values.items()) + f" {t * 10**9}"
+
+
+def test_an_hour_waits_for_every_field_seen_not_only_for_its_reading_times(aggregator, publisher, influx, config, unique):
+    """The race behind a stored hour without `iaqi_so2`, made deterministic.
+
+    InfluxDB 1.x makes a point's fields visible one by one while ingest writes it (each
+    field is its own series in its cache), and HJ 212 multi-packet frames share one
+    DataTime: a query can see every reading *time* of an hour and not yet its SO2. Here
+    the test plays ingest and stores the readings without SO2 first: the aggregator must
+    wait, not compute an hour without SO2 and call it done.
+    """
+    agg = aggregator()
+    # Its start-up recompute reads InfluxDB with nothing seen on MQTT; let it pass first.
+    wait_until(lambda: not agg.recompute_pending)
+    start, station = _day0(2), f"{unique}-fields"
+    hour_end = start + 10 * HOUR
+    times = [hour_end - HOUR + 300 * k for k in range(1, 13)]
+    writer = make_writer(config.influx)
+    writer.write([_line(station, t, {p: v for p, v in CONSTANT.items() if p != "so2"}) for t in times])
+    waits = _waits()
+    publisher(f"aq/v1/ambient/{station}", {"station": station, "readings": [{"time": t, "values": CONSTANT} for t in times]})
+    wait_until(lambda: agg.journalled >= 1 and _waits() >= waits + 2, timeout=20)  # it looked, and waited
+    assert _rows(influx, "aqi_hourly", station, "cn-2026") == {}  # nothing computed without SO2
+    writer.write([_line(station, t, {"so2": CONSTANT["so2"]}) for t in times])  # the rest of the points lands
+    _settled(agg, 1)
+    row = _rows(influx, "aqi_hourly", station, "cn-2026")[hour_end]
+    assert row["iaqi_so2"] is not None and row["conc_so2"] == pytest.approx(10.0) and row["complete"] is True
+    writer.close()
+
+
+@pytest.fixture
+def own_influxdb(tmp_path) -> Iterator[servers.Server]:
+    """An InfluxDB of this test's own, free to stop and start."""
+    ix = servers.Server("influxdb", servers.free_port(), tmp_path / "influxdb").start()
+    yield ix
+    ix.stop()
+
+
+def test_an_hour_written_incomplete_during_an_influxdb_outage_converges_when_the_spool_drains(
+        env, ingest, aggregator, publisher, own_influxdb, unique, derived):
+    """The outside check: readings reach the aggregator while InfluxDB is down and ingest
+    spools; past max_wait_s the hour is written complete=false from what InfluxDB holds;
+    when the spool drains, it is recomputed from the full data, complete=true."""
+    ix = own_influxdb
+    cfg = load_config(None, {**env, "AQPIPE_INFLUX__URL": ix.url, "AQPIPE_INFLUX__RETRY_MAX_BACKOFF_S": "0.5"})
+    a = cfg.aggregator
+    a.client_id, a.settle_s, a.tick_s, a.lateness_hours = f"aqpipe-aggregator-{unique}", 0.2, 0.1, 24 * 10
+    a.max_wait_s, a.recheck_s = 1.0, 0.2
+    influx = InfluxQL.from_config(cfg.influx)
+    influx.execute(f'CREATE DATABASE "{cfg.influx.database}"')
+    first = ingest(cfg)
+    agg = aggregator(cfg)
+    station = f"{unique}-outage"
+    hour_end = _day0(2) + 15 * HOUR
+    values = {t: {p: _wave(3, i, t) for i, p in enumerate(POLLUTANTS)} for t in range(hour_end - HOUR + 300, hour_end + 1, 300)}
+    times = sorted(values)
+    before, during = times[:10], times[10:]  # 50 minutes stored, the last 10 during the outage
+
+    def stored_hour() -> dict | None:
+        return _rows(influx, "aqi_hourly", station, "cn-2026").get(hour_end)
+
+    def expected(ts: list[int]) -> dict:
+        return _expected({t: values[t] for t in ts}, hour_end - HOUR, 1)[0][("cn-2026", hour_end)]
+
+    def pm25(ts: list[int]) -> float:
+        return sum(values[t]["pm25"] for t in ts) / len(ts)
+
+    publisher(f"aq/v1/ambient/{station}", {"station": station, "readings": [{"time": t, "values": values[t]} for t in before]})
+    _settled(agg, 1)
+    assert stored_hour()["complete"] is True
+
+    ix.stop()
+    publisher(f"aq/v1/ambient/{station}", {"station": station, "readings": [{"time": t, "values": values[t]} for t in during]})
+    wait_until(lambda: first.batcher.spooled >= len(during) and agg.journalled >= 2, timeout=20)
+    first.stop()  # the readings wait in ingest's spool, on disk
+    ix.start()
+
+    # Past max_wait_s the hour is computed from the 50 minutes InfluxDB holds, and says so.
+    row = wait_until(lambda: (r := stored_hour()) is not None and r["complete"] is False and r, timeout=60)
+    partial = expected(before)
+    assert (row["aqi"], row["conc_pm25"]) == (partial["aqi"], pytest.approx(pm25(before)))
+    assert agg.state.incomplete_count() > 0
+
+    ingest(cfg)  # drains the spool into InfluxDB: no MQTT message tells the aggregator
+    row = wait_until(lambda: (r := stored_hour()) is not None and r["complete"] is True and r, timeout=60)
+    full = expected(times)
+    assert (row["aqi"], row["category"], row["primary"]) == (full["aqi"], full["category"], ",".join(full["primary"]))
+    assert row["conc_pm25"] == pytest.approx(pm25(times)) != pytest.approx(pm25(before))
+    for name, iaqi in full["iaqi"].items():
+        assert row[f"iaqi_{name}"] == iaqi
+    wait_until(lambda: agg.state.incomplete_count() == 0, timeout=20)
+
+    def published() -> list[bool]:
+        return [r["complete"] for t, r in list(derived) if t == f"aq/v1/derived/aqi/{station}" and r["period"] == "hour"
+                and r["standard"] == "cn-2026" and r["time"] == datetime.fromtimestamp(hour_end, CST).isoformat()]
+
+    wait_until(lambda: published() and published()[-1] is True)  # QoS 1 keeps their order
+    assert False in published()
+
+
+def test_a_span_influxdb_answers_only_partially_is_fetched_in_pages(tmp_path, monkeypatch):
+    """InfluxDB cuts an answer at its max-row-limit and says `"partial": true`: the reader
+    raises rather than return a cut answer, and the aggregator asks again in halves."""
+    from aggregator.source import fetch
+    from aqpipe.influx import PartialResultError
+
+    monkeypatch.setenv("INFLUXDB_HTTP_MAX_ROW_LIMIT", "50")  # influxd reads its config from the environment too
+    ix = servers.Server("influxdb", servers.free_port(), tmp_path / "influxdb").start()
+    monkeypatch.delenv("INFLUXDB_HTTP_MAX_ROW_LIMIT")
+    try:
+        q = InfluxQL(ix.url, "aq")
+        q.execute('CREATE DATABASE "aq"')
+        day0 = _day0(3)
+        times = list(range(day0 + 300, day0 + 86400 + 1, 300))  # 288 readings: more than 50
+        writer = make_writer(Config.model_validate({"influx": {"url": ix.url, "database": "aq"}}).influx)
+        writer.write([_line("p1", t, {"pm25": float(k)}) for k, t in enumerate(times)])
+        writer.close()
+        with pytest.raises(PartialResultError):
+            q.rows(f"SELECT pm25 FROM ambient WHERE time > {day0 * 10**9} AND time <= {(day0 + 86400) * 10**9}")
+        series = fetch(q, "ambient", ["p1"], day0, day0 + 86400)
+        assert (series.time_ns // 10**9).tolist() == times
+        assert series.values["pm25"].tolist() == [float(k) for k in range(len(times))]
+    finally:
+        ix.stop()

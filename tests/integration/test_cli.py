@@ -7,7 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import urllib.error
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def test_ingest_process_serves_metrics_and_exits_zero_on_sigterm_after_flushing(
     env = {**env, "AQPIPE_METRICS__PORT": str(port), "AQPIPE_INGEST__STATUS_INTERVAL_S": "0.5"}
     proc = subprocess.Popen([AQPIPE, "ingest"], env={**os.environ, **env}, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: "aqpipe_mqtt_connected 1.0" in _metrics(port), timeout=15)
+        wait_until(lambda: _readyz(port) == 200, timeout=15)  # ready = SUBACK received, not just CONNACK
+        assert "aqpipe_mqtt_connected 1.0" in _metrics(port)
         station = f"{unique}-cli"
         t0 = datetime.now(CST).replace(second=0, microsecond=0) - timedelta(hours=1)
         for i in range(30):
@@ -56,6 +58,16 @@ def test_ingest_process_serves_metrics_and_exits_zero_on_sigterm_after_flushing(
     assert proc.returncode == 0, err
     assert "event=stopped received=31 written=30 deadlettered=1" in err
     assert influx.rows(f"SELECT count(pm25) FROM ambient WHERE station = '{station}'")[0]["count"] == 30
+
+
+def _readyz(port: int) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None  # not listening yet
 
 
 def _metrics(port: int) -> str:

@@ -1,11 +1,14 @@
 """HJ 212 end to end: frames over MQTT and through the TCP gateway, real Mosquitto in,
-real InfluxDB 1.x out (the registry is deploy/config: 3 outlets and 1 station with an MN)."""
+real InfluxDB 1.x out (the registry is deploy/config: 4 outlets, one an SM4-encrypting
+HJ 212-2025 logger, and 1 station with an MN; the gateway's PWs are a test secrets file)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -18,8 +21,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest import hj212_gateway as gw
 from aqpipe.config import Hj212GatewayConfig, MqttConfig
+from aqpipe.hj212_secrets import load_secrets
+from aqpipe.registry import Registry
 from ingest.deadletter import DeadLetterStore
-from aqpipe.decoders.hj212 import build_frame, parse_frame
+from aqpipe.decoders.hj212 import build_encrypted_frame, build_frame, parse_frame
 from tests.conftest import ROOT, servers
 from tests.helpers import wait_until
 
@@ -33,8 +38,25 @@ OUTLETS = {
     "91620503MA00300000000001": "91620503MA003-DA001",
 }
 MN1, MN2, MN3 = OUTLETS
+MN4, OUTLET4 = "91620503MA00400000000001", "91620503MA004-DA001"  # HJ 212-2025, hj212_encrypt = true
 STATION_MN, STATION = "620503000000000000000020", "620503-020"
 PW = "Pw-n0t-in-logs"
+DEPLOY = ROOT / "deploy" / "config"
+KEY4 = load_secrets([DEPLOY / "hj212-secrets.toml"]).keys[MN4]  # the example's dummy key (ingest reads it there)
+
+
+@pytest.fixture
+def registry_dir(tmp_path):
+    """deploy/config's registry with a test secrets file: PW for every logger, MN4's SM4 key."""
+    d = tmp_path / "registry"
+    d.mkdir()
+    for name in ("outlets.toml", "stations.toml"):
+        shutil.copy(DEPLOY / name, d / name)
+    body = "".join(f'[mn."{mn}"]\npw = "{PW}"\n' + (f'key = "{KEY4.hex()}"\n' if mn == MN4 else "")
+                   for mn in [*OUTLETS, MN4, STATION_MN])
+    (d / "hj212-secrets.toml").write_text(body)
+    (d / "hj212-secrets.toml").chmod(0o600)
+    return d
 
 
 def _minute(minutes_ago: int) -> datetime:
@@ -45,7 +67,8 @@ def _ns(t: datetime) -> int:
     return int(t.timestamp()) * 1_000_000_000
 
 
-def stack_minute(mn: str, t: datetime, so2: float = 28.4, flag: int = 5, qn: str | None = None) -> bytes:
+def stack_minute(mn: str, t: datetime, so2: float = 28.4, flag: int = 5, qn: str | None = None,
+                 pw: str = PW) -> bytes:
     """A coal-boiler minute frame (CN 2051) as CEMS loggers send it: Min/Avg/Max, Zs values, Cou, flags."""
     qn = qn or t.strftime("%Y%m%d%H%M%S") + "123"
     cp = ";".join([
@@ -58,7 +81,7 @@ def stack_minute(mn: str, t: datetime, so2: float = 28.4, flag: int = 5, qn: str
         "a01012-Avg=128.5,a01012-Flag=N",
         "a00000-Avg=65432.1,a00000-Cou=3925926,a00000-Flag=N",
     ])
-    seg = (f"QN={qn};ST=31;CN=2051;PW={PW};MN={mn};Flag={flag};"
+    seg = (f"QN={qn};ST=31;CN=2051;PW={pw};MN={mn};Flag={flag};"
            f"CP=&&DataTime={t.strftime('%Y%m%d%H%M%S')};{cp}&&")
     return build_frame(seg).encode()
 
@@ -123,13 +146,17 @@ REJECTIONS = {
     "hj212_syntax": lambda mn, t: build_frame(f"QN=1;ST=31;CN=2051;PW={PW};MN={mn};Flag=4;CP=&&DataTime=2026&&").encode(),
     "unknown_mn": lambda mn, t: stack_minute(mn, t),
     "identity_mismatch": lambda mn, t: stack_minute(MN2, t),
+    # MN4 is an HJ 212-2025 logger registered to encrypt: plain text, or a key it does not have
+    "hj212_plaintext": lambda mn, t: build_frame(minute_2025(mn, t, 25.0, "20261125170000001")).encode(),
+    "hj212_decrypt": lambda mn, t: build_encrypted_frame(minute_2025(mn, t, 25.0, "20261125170000002"),
+                                                         bytes(16)).encode(),
 }
 
 
 @pytest.mark.parametrize("reason", sorted(REJECTIONS))
 def test_each_hj212_rejection_reason_is_dead_lettered_with_its_reason(reason, ingest, publisher, config, unique):
     service = ingest()
-    mn = f"X{unique}" if reason == "unknown_mn" else MN1
+    mn = f"X{unique}" if reason == "unknown_mn" else MN4 if reason in ("hj212_plaintext", "hj212_decrypt") else MN1
     payload = REJECTIONS[reason](mn, _minute(4))
     topic = f"aq/v1/hj212/{mn}"
     publisher(topic, payload)
@@ -142,14 +169,15 @@ def test_each_hj212_rejection_reason_is_dead_lettered_with_its_reason(reason, in
 # --------------------------------------------------------------------------- the gateway
 
 @pytest.fixture
-def gateway(mosquitto, unique) -> Iterator:
+def gateway(mosquitto, unique, registry_dir) -> Iterator:
     """start(**settings) -> a Hj212Gateway on a free port, in a thread, against the test Mosquitto."""
     running = []
+    registry = Registry.load(registry_dir)
 
     def start(mqtt_port: int | None = None, **settings) -> gw.Hj212Gateway:
         cfg = Hj212GatewayConfig(listen="127.0.0.1:0", client_id=f"gw-{unique}-{len(running)}",
                                  drain_timeout_s=3, **settings)
-        g = gw.Hj212Gateway(cfg, MqttConfig(port=mqtt_port or mosquitto.port))
+        g = gw.Hj212Gateway(cfg, MqttConfig(port=mqtt_port or mosquitto.port), registry=registry)
         loop, thread = gw.run_in_thread(g)
         running.append((g, loop, thread))
         return g
@@ -322,9 +350,9 @@ def test_connections_beyond_max_connections_are_refused_and_the_others_are_serve
         s.close()
 
 
-def test_sigterm_stops_the_gateway_process_cleanly_after_replying(mosquitto, env):
+def test_sigterm_stops_the_gateway_process_cleanly_after_replying(mosquitto, env, registry_dir):
     port = servers.free_port()
-    environ = {**os.environ, **env, "AQPIPE_HJ212_GATEWAY__METRICS_PORT": "0",
+    environ = {**os.environ, **env, "AQPIPE_HJ212_GATEWAY__METRICS_PORT": "0", "AQPIPE_REGISTRY_DIR": str(registry_dir),
                "AQPIPE_HJ212_GATEWAY__CLIENT_ID": f"gw-sigterm-{port}"}
     received = []
     sub = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
@@ -359,3 +387,160 @@ def _try_connect(port: int) -> socket.socket | None:
         return socket.create_connection(("127.0.0.1", port), timeout=5)
     except OSError:
         return None
+
+
+# --------------------------------------------------------------------------- HJ 212-2025 and access control
+
+def minute_2025(mn: str, t: datetime, so2: float, qn: str, rf: bool = False, flag: int = 9) -> str:
+    return (f"QN={qn};ST=31;CN=2051;PW={PW};MN={mn};Flag={flag};{'RF=1;' if rf else ''}"
+            f"CP=&&DataTime={t.strftime('%Y%m%d%H%M%S')};a21026-Avg={so2},a21026-ZsAvg={so2 * 1.5:.1f},"
+            f"a21026-Flag=N;a19001-Avg=12.0,a19001-Flag=K&&")
+
+
+def subscriber(port: int, topic: str = "aq/v1/hj212/#") -> tuple[paho.Client, list[bytes]]:
+    got: list[bytes] = []
+    subscribed = []
+    c = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    c.on_message = lambda cl, u, m: got.append(m.payload)
+    c.on_subscribe = lambda *a: subscribed.append(True)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    c.subscribe(topic, qos=1)
+    wait_until(lambda: subscribed)  # SUBACK: what is published from now on reaches us
+    return c, got
+
+
+def test_2017_and_2025_loggers_side_by_side_through_the_gateway_into_influxdb(ingest, gateway, influx, mosquitto):
+    """A 2017 logger and a 2025 logger that encrypts (SM4) and back-fills (RF=1), on real
+    TCP clients, through the gateway and Mosquitto into InfluxDB; the 2025 heartbeat is
+    answered by the gateway and not published."""
+    ingest()
+    g = gateway()
+    sub, published = subscriber(mosquitto.port)
+    t_now, t_old = _minute(3), _minute(60 * 30)  # the back-filled minute is 30 hours old
+
+    old = connect(g)  # HJ 212-2017, plain
+    old.sendall(stack_minute(MN1, t_now, so2=17.0, qn="20261125130000001"))
+    r = parse_frame(read_frame(old))
+    assert (r.cn, r.qn, r.flag) == ("9014", "20261125130000001", 4)
+
+    new = connect(g)  # HJ 212-2025: heartbeat, then encrypted live and back-filled data
+    new.sendall(build_frame(f"QN=20261125130000002;ST=91;CN=9015;PW={PW};MN={MN4};Flag=9;CP=&&&&").encode())
+    r = parse_frame(read_frame(new))
+    assert (r.cn, r.qn, r.flag, r.version) == ("9013", "20261125130000002", 8, "2025")
+    live = build_encrypted_frame(minute_2025(MN4, t_now, 25.0, "20261125130000003"), KEY4)
+    back = build_encrypted_frame(minute_2025(MN4, t_old, 26.0, "20261125130000004", rf=True), KEY4, length="plain")
+    assert "{0x" in live and "a21026" not in live  # really encrypted on the wire
+    new.sendall(live.encode() + back.encode())
+    assert [parse_frame(read_frame(new)).qn for _ in range(2)] == ["20261125130000003", "20261125130000004"]
+
+    e_now, e_old = _ns(t_now + timedelta(minutes=1)), _ns(t_old + timedelta(minutes=1))
+    rows = wait_until(lambda: (r := influx.rows("SELECT so2, so2_zs, o2_flag FROM stack GROUP BY outlet"))
+                      and len(r) >= 3 and r)
+    got = {(row["outlet"], row["time"]): (row["so2"], row["so2_zs"], row["o2_flag"]) for row in rows}
+    assert got == {(OUTLETS[MN1], e_now): (17.0, 41.2, None),
+                   (OUTLET4, e_now): (25.0, 37.5, "K"),  # an unknown flag letter is kept
+                   (OUTLET4, e_old): (26.0, 39.0, "K")}  # back-filled: stored like any reading
+    wait_until(lambda: len(published) >= 3)
+    assert sorted(published) == sorted([stack_minute(MN1, t_now, so2=17.0, qn="20261125130000001"),
+                                        live.encode(), back.encode()])  # no heartbeat published
+    sub.loop_stop()
+    sub.disconnect()
+    for s in (old, new):
+        s.close()
+
+
+def rejected(reason: str) -> float:
+    return gw.REJECTED.labels(reason)._value.get()
+
+
+def test_a_wrong_pw_or_an_unknown_mn_is_refused_unpublished_and_the_connection_closed_after_n(
+        gateway, mosquitto, caplog):
+    g = gateway(max_auth_failures=2, auth_reply="9011")
+    sub, published = subscriber(mosquitto.port)
+    auth0, unknown0 = rejected("auth"), rejected("unknown_mn")
+    t = _minute(2)
+    wrong_pw = stack_minute(MN2, t, so2=66.0, qn="20261125140000001", pw="Guessed-pw-123")
+    unknown = stack_minute("91620503MA00900000000001", t, qn="20261125140000003")
+    good = stack_minute(MN2, t, so2=23.0, qn="20261125140000002")
+    s = connect(g)
+    s.sendall(wrong_pw + good)
+    refusal = parse_frame(read_frame(s))  # 9011 QnRtn=3 (PW error), in frame order, then the 9014
+    assert (refusal.cn, refusal.qn, refusal.extra) == ("9011", "20261125140000001", {"QnRtn": "3"})
+    assert parse_frame(read_frame(s)).qn == "20261125140000002"
+    s.sendall(unknown)  # the second refusal: QnRtn=4 (MN error), then the gateway hangs up
+    assert parse_frame(read_frame(s)).extra == {"QnRtn": "4"}
+    assert read_frame(s) == b""
+    assert (rejected("auth"), rejected("unknown_mn")) == (auth0 + 1, unknown0 + 1)
+    wait_until(lambda: published)
+    assert published == [good]  # the refused frames were never published
+    assert "Guessed-pw-123" not in caplog.text and PW not in caplog.text
+    sub.loop_stop()
+    sub.disconnect()
+    s.close()
+
+
+def test_an_encrypted_2025_frame_from_a_logger_without_its_key_is_dead_lettered_as_hj212_decrypt(
+        ingest, gateway, config):
+    ingest()
+    g = gateway()
+    wrong_key = build_encrypted_frame(minute_2025(MN4, _minute(2), 25.0, "20261125150000001"), bytes(16))
+    s = connect(g)
+    s.sendall(wrong_key.encode())
+    letters = wait_until(lambda: DeadLetterStore(config.deadletter_dir).pending())
+    assert [(d.reason, d.payload) for d in letters] == [("hj212_decrypt", wrong_key.encode())]
+    s.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        s.recv(100)  # not data: no 9014, the logger keeps it
+    s.close()
+
+
+def _self_signed(tmp_path) -> tuple:
+    """A self-signed certificate for 127.0.0.1, made here with `cryptography`."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aqpipe-hj212-gateway-test")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "gw.crt", tmp_path / "gw.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def test_the_gateway_speaks_tls_to_loggers_that_support_it(gateway, tmp_path, ingest, influx):
+    ingest()
+    cert, key = _self_signed(tmp_path)
+    g = gateway(tls_cert=cert, tls_key=key)
+    ctx = ssl.create_default_context(cafile=str(cert))  # the client verifies the gateway's certificate
+    t = _minute(4)
+    with socket.create_connection(("127.0.0.1", g.port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            assert s.version() in ("TLSv1.2", "TLSv1.3")
+            s.sendall(build_encrypted_frame(minute_2025(MN4, t, 31.0, "20261125160000001"), KEY4).encode())
+            reply = parse_frame(read_frame(s))
+            assert (reply.cn, reply.qn, reply.flag) == ("9014", "20261125160000001", 8)
+    rows = wait_until(lambda: influx.rows(f"SELECT so2 FROM stack WHERE outlet = '{OUTLET4}'"))
+    assert [(r["time"], r["so2"]) for r in rows] == [(_ns(t + timedelta(minutes=1)), 31.0)]
+    # A plain-TCP client gets no service on the TLS port (the handshake fails, nothing is published).
+    with socket.create_connection(("127.0.0.1", g.port), timeout=10) as plain:
+        plain.sendall(stack_minute(MN1, t, qn="20261125160000002"))
+        plain.settimeout(10)
+        try:
+            answer = plain.recv(100)
+        except ConnectionResetError:
+            answer = b""
+        assert b"9014" not in answer  # whatever the TLS layer says (an alert, a close), never a data reply

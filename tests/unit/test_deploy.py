@@ -87,13 +87,13 @@ def _influx_schema() -> dict[str, dict[str, set[str]]]:
                              judged=np.array([[True]]), exceeded=np.array([[False]]))
     stack_hourly_fields = set(hourly_record(result, 0, 0, Limit(10.0, "permit")))  # every key when all computable
     aqi_fields = ({"aqi", "category", "primary"} | {f"iaqi_{p}" for p in ALL_INPUTS if p not in AUX_INPUTS}
-                  | {f"conc_{p}" for p in ALL_INPUTS})
+                  | {f"conc_{p}" for p in ALL_INPUTS} | {"complete"})
     return {
         "ambient": {"tags": {"station"}, "fields": values_and_flags(AMBIENT_FIELDS)},
         "stack": {"tags": {"outlet"}, "fields": values_and_flags(STACK_FIELDS) | {"status"}},
         "aqi_hourly": {"tags": {"station", "standard"}, "fields": aqi_fields},
         "aqi_daily": {"tags": {"station", "standard"}, "fields": aqi_fields},
-        "stack_hourly": {"tags": {"outlet", "pollutant"}, "fields": stack_hourly_fields},
+        "stack_hourly": {"tags": {"outlet", "pollutant"}, "fields": stack_hourly_fields | {"complete"}},
     }
 
 

@@ -46,13 +46,18 @@ MINUTE_SEGMENT = (
 )
 
 
-def _frame_dict(frame: Frame) -> dict:
-    return {
+_OPTIONAL_FRAME_KEYS = ("version", "rf", "encrypted")  # compared when an expectation names them
+
+
+def _frame_dict(frame: Frame, want: dict) -> dict:
+    got = {
         "qn": frame.qn, "st": frame.st, "cn": frame.cn, "mn": frame.mn, "flag": frame.flag,
         "pnum": frame.pnum, "pno": frame.pno,
         "data_time": frame.data_time.isoformat() if frame.data_time else None,
         "values": frame.values, "extra": frame.extra,
     }
+    got.update({k: getattr(frame, k) for k in _OPTIONAL_FRAME_KEYS if k in want})
+    return got
 
 
 def _time_ns(iso_utc: str) -> int:
@@ -98,8 +103,9 @@ def test_fast_crc_matches_the_bit_by_bit_definition_on_any_bytes(data):
 def test_good_example_decodes_to_its_expected_frames_and_readings(case):
     payload = (case / "input.txt").read_bytes()
     expected = json.loads((case / "expected.json").read_text())
-    frames = [parse_frame(piece) for piece in split_frames(payload.decode())]
-    assert [_frame_dict(f) for f in frames] == expected["frames"]
+    frames = [parse_frame(piece, REGISTRY.hj212_keys) for piece in split_frames(payload.decode())]
+    assert [_frame_dict(f, w) for f, w in zip(frames, expected["frames"])] == expected["frames"]
+    assert len(frames) == len(expected["frames"])
     if expected["topic"] is None:
         assert expected["readings"] == []
         assert all(frame_to_readings(f, REGISTRY, None) == [] for f in frames)
@@ -370,7 +376,8 @@ def test_cli_prints_one_json_line_per_non_empty_input_line():
     assert [r["ok"] for r in records] == [True, False, False]
     assert [r.get("error") for r in records] == [None, "crc", "framing"]
     assert records[0] == {
-        "ok": True, "qn": "20261124140500123", "st": "31", "cn": "2051", "mn": BOILER_MN, "flag": 5,
+        "ok": True, "version": "2017", "qn": "20261124140500123", "st": "31", "st_name": "air pollution source",
+        "cn": "2051", "mn": BOILER_MN, "flag": 5, "rf": False, "encrypted": False,
         "data_time": "2026-11-24T14:05:00+08:00",
         "values": {"a21026": {"Avg": 28.4, "ZsAvg": 41.2, "Flag": "N"}, "a19001": {"Avg": 12.3, "Flag": "N"}},
         "fields": {"a21026": "so2", "a19001": "o2"},
@@ -395,3 +402,70 @@ def test_cli_help_has_an_example(capsys):
     with pytest.raises(SystemExit):
         hj212_cli.main(["hj212", "decode", "--help"])
     assert "example:" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- HJ 212-2025
+
+def _counter(metric, *labels) -> float:
+    return (metric.labels(*labels) if labels else metric)._value.get()
+
+
+def test_back_filled_frames_are_stored_like_any_reading_and_counted():
+    from aqpipe.decoders.hj212_metrics import BACKFILLED
+
+    payload = (DATA / "good" / "2025_sm4_backfilled_rf1_hourly" / "input.txt").read_bytes()
+    before = _counter(BACKFILLED)
+    (reading,) = decode(payload, "620503202500000000000006", REGISTRY)
+    assert _counter(BACKFILLED) == before + 1
+    # An ordinary reading with its (old) time: nothing marks it apart, so the aggregator's
+    # late-data path (a reading for an hour already rolled up) treats it like any late one.
+    assert reading.values == {"so2": 31.5, "so2_zs": 44.0, "o2": 12.6} and reading.status is None
+
+
+@pytest.mark.parametrize("case, cn, st_code", [
+    ("2025_heartbeat_9015", "9015", "91"), ("2025_power_use_st44_is_not_stored", "2011", "44"),
+])
+def test_frames_given_no_reading_on_purpose_are_counted_not_silently_dropped(case, cn, st_code):
+    from aqpipe.decoders.hj212_metrics import NOT_STORED
+
+    payload = (DATA / "good" / case / "input.txt").read_bytes()
+    before = _counter(NOT_STORED, cn, st_code)
+    assert decode(payload, "620503202500000000000005", REGISTRY) == []
+    assert _counter(NOT_STORED, cn, st_code) == before + 1
+
+
+def test_unknown_flag_letters_pass_the_validator_and_garbage_does_not():
+    from aqpipe.reading import Reading
+    from aqpipe.validate import Validator
+
+    now = 1_800_000_000 * 10**9
+    Validator().check(Reading("stack", "x", now, {"so2": 1.0}, {"so2": "K"}), now)
+    with pytest.raises(RejectedReading) as caught:
+        Validator().check(Reading("stack", "x", now, {"so2": 1.0}, {"so2": "K 1"}), now)
+    assert caught.value.reason is Reason.SCHEMA
+    seg = MINUTE_SEGMENT.replace("a21026-Flag=N", "a21026-Flag=*")
+    with pytest.raises(Hj212Error):
+        frame_to_readings(parse_frame(build_frame(seg)), REGISTRY, BOILER_MN)
+
+
+_ENCRYPTED = (DATA / "good" / "2025_sm4_backfilled_rf1_hourly" / "input.txt").read_bytes()
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, len(_ENCRYPTED)), st.sampled_from(["delete", "insert", "replace"]),
+                          st.sampled_from([b"{", b"}", b",", b"0", b"x", b"Z", b"&", b";", b"#", b"\xff", b"\r\n"])),
+                min_size=1, max_size=4))
+def test_a_damaged_encrypted_frame_is_rejected_only_with_the_decoders_error(edits):
+    payload = bytearray(_ENCRYPTED)
+    for at, how, byte in edits:
+        at = min(at, len(payload))
+        if how == "delete":
+            del payload[at : at + 1]
+        elif how == "insert":
+            payload[at:at] = byte
+        else:
+            payload[at : at + 1] = byte
+    try:
+        decode(bytes(payload), "620503202500000000000006", REGISTRY)
+    except RejectedReading:
+        pass

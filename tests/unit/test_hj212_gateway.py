@@ -8,9 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pathlib import Path
+
 from aqpipe.config import load_config
-from aqpipe.decoders.hj212 import build_frame, parse_frame
+from aqpipe.decoders.hj212 import build_encrypted_frame, build_frame, parse_frame
+from aqpipe.registry import Registry
 from ingest.hj212_gateway import Accepted, FrameSplitter, Rejected, gateway_config, reply_for, split_listen
+from ingest.hj212_gateway.access import Access, pw_of
+from ingest.hj212_gateway.replies import refusal_reply
+
+REGISTRY = Registry.load(Path(__file__).resolve().parents[1] / "data" / "hj212" / "registry")
 
 MN = "91320500MA1X2Y3Z4W000001"
 
@@ -174,3 +181,67 @@ def test_listen_address_and_options_override_the_config():
     args = argparse.Namespace(listen="127.0.0.1:0", max_connections=3, idle_timeout=None, max_frame_bytes=None)
     g = gateway_config(cfg, args)
     assert (g.listen, g.max_connections, g.idle_timeout_s, g.max_frame_bytes) == ("127.0.0.1:0", 3, 60.0, 10011)
+
+
+@pytest.mark.parametrize("mn, pw, check_pw, refusal", [
+    ("91320500MA1X2Y3Z4W000001", "T0pS3cret", True, None),
+    ("91320500MA1X2Y3Z4W000001", "T0pS3cre", True, "auth"),  # a prefix of the right PW
+    ("91320500MA1X2Y3Z4W000001", "T0pS3cretX", True, "auth"),
+    ("91320500MA1X2Y3Z4W000001", None, True, "auth"),  # no PW field
+    ("88888880000001", "anything", True, "auth"),  # registered, but no PW in the secrets file: fail closed
+    ("88888880000001", "anything", False, None),  # check_pw off: the MN is enough
+    ("91320500MA1X2Y3Z4W000001", "wrong", False, None),
+    ("NOT0REGISTERED0000000001", "T0pS3cret", True, "unknown_mn"),
+    ("NOT0REGISTERED0000000001", "T0pS3cret", False, "unknown_mn"),
+])
+def test_only_registered_loggers_with_their_pw_may_talk(mn, pw, check_pw, refusal):
+    assert Access(REGISTRY, check_pw).check(mn, pw) == refusal
+
+
+def test_the_pw_of_a_frame_that_does_not_parse_is_found_for_the_access_check():
+    assert pw_of(b"##0040QN=1;ST=31;CN=2051;PW=abc;MN=X;CP=&&x&&") == "abc"
+    assert pw_of(b"##0040QN=1;ST=31;CN=2051;MN=X;CP=&&x&&") is None
+
+
+def test_a_2025_logger_gets_its_replies_with_the_2025_version_bits():
+    f = parse_frame(frame(flag=9))  # 2025, reply wanted
+    r = parse_frame(reply_for(f))
+    assert (r.cn, r.flag, r.version, r.qn, r.pw) == ("9014", 8, "2025", f.qn, f.pw)
+
+
+def test_the_9015_heartbeat_is_answered_with_9013_when_it_asks():
+    assert parse_frame(reply_for(parse_frame(frame(cn="9015", flag=9)))).cn == "9013"
+    assert reply_for(parse_frame(frame(cn="9015", flag=8))) is None
+
+
+def test_a_logger_registered_as_2005_gets_the_qn_inside_cp():
+    f = parse_frame(frame(flag=1))
+    reply = reply_for(f, "2005")
+    assert reply.startswith("##") and ";Flag=" not in reply
+    r = parse_frame(reply)
+    assert (r.cn, r.qn, r.extra) == ("9014", None, {"QN": f.qn, "CN": "2051"})
+    # Flag=1 without a 2005 registration is answered in the 2017 form (2017 loggers send Flag=1 too)
+    assert parse_frame(reply_for(f)).flag == 4
+
+
+def test_a_refused_logger_may_get_9011_with_the_pw_error_code_and_its_own_pw_only():
+    f = parse_frame(frame(flag=9))
+    r = parse_frame(refusal_reply(f, "auth"))
+    assert (r.cn, r.extra, r.pw, r.flag) == ("9011", {"QnRtn": "3"}, "s3cret", 8)
+    assert parse_frame(refusal_reply(f, "unknown_mn")).extra == {"QnRtn": "4"}
+
+
+def test_an_encrypted_frame_whose_length_is_the_plain_length_is_still_cut_and_accepted():
+    key = REGISTRY.hj212_keys["620503202500000000000006"]
+    seg = ("QN=20261124090000001;ST=31;CN=2061;PW=606060;MN=620503202500000000000006;Flag=9;"
+           "CP=&&DataTime=20261124080000;a21026-Avg=31.5,a21026-Flag=N;a19001-Avg=12.6,a19001-Flag=N&&")
+    plain_len = build_encrypted_frame(seg, key, length="plain").encode()
+    sent_len = build_encrypted_frame(seg, key).encode()
+    s = FrameSplitter(10011, REGISTRY.hj212_keys)
+    events = feed_in(s, b"noise" + plain_len + sent_len + frame(qn="after"), [7, 40, 300, 301])
+    assert outcome(events) == ["ok:20261124090000001", "ok:20261124090000001", "ok:after"]
+    assert all(e.frame.encrypted for e in events[:2])
+    assert events[0].raw == plain_len  # published as received, still encrypted
+    # Without the key the frame is refused as undecryptable and kept for the dead letters.
+    (event,) = FrameSplitter(10011).feed(sent_len)
+    assert isinstance(event, Rejected) and event.reason.value == "hj212_decrypt" and event.raw == sent_len

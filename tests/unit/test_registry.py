@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_shipped_registry_maps_each_mn_to_its_station_or_outlet():
     r = Registry.load(ROOT / "deploy" / "config")
-    assert len(r.stations) == 20 and len(r.outlets) == 3
+    assert len(r.stations) == 20 and len(r.outlets) == 4
     assert r.by_mn("91620503MA00300000000001") == ("stack", "91620503MA003-DA001")
     assert r.by_mn("nope") is None
     assert r.outlets["91620503MA002-DA001"].ref_o2 == 3.5  # gas boiler: reference O2 3.5 %

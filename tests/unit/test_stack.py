@@ -44,12 +44,19 @@ def test_hour_with_45_valid_minutes_is_judged_and_44_is_not():
     assert r.valid_minutes[0, 0] == 44 and np.isnan(r.avg[0, 0]) and not r.judged[0, 0] and not r.exceeded[0, 0]
 
 
-@pytest.mark.parametrize("flag", ["C", "M", "D", "B"])
+@pytest.mark.parametrize("flag", ["C", "M", "D", "B", "K", "Zz"])  # K, Zz: letters not in aqpipe.dataflags
 def test_calibration_maintenance_fault_and_comms_minutes_are_not_valid(flag):
     v, o2 = _hour()
     flags = np.full((1, 1, 60), flag)
     r = stack_hourly(v, o2, 9.0, 10.0, flags=flags)
     assert r.valid_minutes[0, 0] == 0 and not r.exceeded[0, 0]
+
+
+@pytest.mark.parametrize("flag", ["", "N", "S", "T"])
+def test_normal_manually_set_and_over_range_minutes_count(flag):
+    v, o2 = _hour()
+    r = stack_hourly(v, o2, 9.0, 10.0, flags=np.full((1, 1, 60), flag))
+    assert r.valid_minutes[0, 0] == 60
 
 
 def test_stopped_and_startup_periods_are_not_judged():

@@ -6,56 +6,60 @@ import numpy as np
 import pytest
 
 from aggregator.windows import (
+    DEFAULT_RULES,
     ValidityRules,
     daily_max_1h,
     daily_max_8h,
     daily_mean,
     hourly_from_readings,
-    hourly_from_subhourly,
     o3_8h_moving,
 )
 
 NAN = np.nan
 
 
-def _minutes(valid: int, value: float = 10.0) -> np.ndarray:
-    row = np.full(60, NAN)
-    row[:valid] = value
-    return row[None, None, :]
+def _hour(valid: int, value: float = 10.0, flags: list | None = None, rules: ValidityRules | None = None):
+    """One station, one hour ending at 3600: one-minute readings ending at minutes 1..`valid`."""
+    t = np.arange(60, 60 * valid + 1, 60)
+    kw = {"rules": rules} if rules else {}
+    f = None if flags is None else np.asarray(flags[:valid], dtype=object)
+    return hourly_from_readings(np.zeros(len(t), int), t, np.full(len(t), value), 60, 1, 3600, 1, flags=f, **kw)
 
 
 def test_hour_with_45_valid_minutes_has_an_average():
-    avg, minutes = hourly_from_subhourly(_minutes(45), 60)
+    avg, minutes = _hour(45)
     assert avg[0, 0] == 10.0 and minutes[0, 0] == 45
 
 
 def test_hour_with_44_valid_minutes_has_none():
-    avg, minutes = hourly_from_subhourly(_minutes(44), 60)
+    avg, minutes = _hour(44)
     assert np.isnan(avg[0, 0]) and minutes[0, 0] == 44
 
 
 def test_flagged_minutes_do_not_count_unless_their_flag_is_valid():
-    v = np.full((1, 1, 60), 10.0)
-    flags = np.full((1, 1, 60), "N", dtype=object)
-    flags[0, 0, :16] = "C"
-    avg, minutes = hourly_from_subhourly(v, 60, flags)
+    flags = ["C"] * 16 + ["N"] * 44
+    avg, minutes = _hour(60, flags=flags)
     assert np.isnan(avg[0, 0]) and minutes[0, 0] == 44
     lenient = ValidityRules(valid_flags=frozenset({"N", "C"}))
-    avg, minutes = hourly_from_subhourly(v, 60, flags, lenient)
+    avg, minutes = _hour(60, flags=flags, rules=lenient)
     assert avg[0, 0] == 10.0 and minutes[0, 0] == 60
 
 
 def test_missing_flag_reads_as_normal():
-    flags = np.full((1, 1, 60), None, dtype=object)
-    avg, _ = hourly_from_subhourly(np.full((1, 1, 60), 3.0), 60, flags)
+    avg, _ = _hour(60, value=3.0, flags=[None] * 30 + [""] * 30)
     assert avg[0, 0] == 3.0
 
 
 def test_hourly_average_weighs_each_reading_by_its_interval():
-    v = np.array([[[10.0, 40.0, NAN, NAN]]])
-    interval = np.array([[[40 * 60, 20 * 60, 0, 0]]])
-    avg, minutes = hourly_from_subhourly(v, interval)
+    # a 40-minute value ending at :40 and a 20-minute one ending at :60
+    avg, minutes = hourly_from_readings([0, 0], [2400, 3600], [10.0, 40.0], [40 * 60, 20 * 60], 1, 3600, 1)
     assert avg[0, 0] == pytest.approx(20.0) and minutes[0, 0] == 60
+
+
+def test_stack_hours_are_judged_on_the_same_45_minutes():
+    from aggregator import stack
+
+    assert stack.MIN_VALID_MINUTES == DEFAULT_RULES.hour_min_minutes
 
 
 def test_flat_readings_are_bucketed_into_the_hour_they_end_in():
