@@ -64,6 +64,12 @@ class WebService:
         except BaseException as e:  # noqa: BLE001 - reported by start(); SystemExit is uvicorn's bind failure
             self._failed = e
 
+    def fatal(self) -> str | None:
+        """uvicorn's thread ended without being asked to: the runner stops the process (exit 70)."""
+        if self._thread is not None and not self._thread.is_alive() and not self._server.should_exit:
+            return f"the web server thread ended ({self._failed or 'no error given'})"
+        return None
+
     def stop(self) -> None:
         self._server.should_exit = True
         if self._thread is not None:

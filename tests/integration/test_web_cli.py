@@ -86,3 +86,23 @@ def test_web_says_which_key_when_the_case_database_cannot_be_opened(env, tmp_pat
     bad = {**os.environ, **env, "AQPIPE_CASES__DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
     r = subprocess.run([AQPIPE, "web"], env=bad, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cases.database_url" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_web_service_reports_fatal_only_when_uvicorn_ends_unasked(env, influx):
+    import servers
+
+    from alerts.web.service import WebService
+    from aqpipe.config import load_config
+
+    web = WebService(load_config(None, {**env, "AQPIPE_WEB__PORT": str(servers.free_port())}))
+    web.start()
+    try:
+        assert web.ready()[0] and web.fatal() is None
+        assert "requests=0" in web.status_line()
+        web._server.force_exit = web._server.should_exit = True  # uvicorn ending as if on its own
+        web._thread.join(10)
+        web._server.should_exit = False
+        assert "ended" in web.fatal() and not web.ready()[0]
+    finally:
+        web.stop()
+    assert web.fatal() is None  # asked to stop: not fatal
