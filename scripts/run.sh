@@ -33,7 +33,7 @@ Where to look:
                --data-urlencode "q=SELECT last(pm25) FROM ambient GROUP BY station"
   Metrics    http://127.0.0.1:9108/metrics
   Case desk  http://127.0.0.1:9120/cases   login: $desk_login
-  Public     http://127.0.0.1:9120/aqi (city AQI), /disclosure (违法公示), /api/docs (JSON API)
+  Public     http://127.0.0.1:9120/aqi (city AQI), /disclosure (违法公示), /api/openapi.json (JSON API)
   Dead letters  $AQPIPE_DATA_DIR/deadletter/   ($AQPIPE deadletter list)
   Simulator log $RUN_DIR/simulate.log;  server logs in $RUN_DIR/*/
 MSG

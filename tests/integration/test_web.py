@@ -237,6 +237,12 @@ def test_wrong_api_tokens_are_throttled_per_client(client, ctx):
     assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 429
 
 
+def test_api_is_described_by_openapi_and_no_page_loads_from_a_cdn(client):
+    doc = client.get("/api/openapi.json").json()
+    assert "/api/v1/cases/{case_id}/transition" in doc["paths"]
+    assert client.get("/api/docs").status_code == 404  # FastAPI's Swagger page would load scripts from a CDN
+
+
 def test_an_unknown_page_is_404(client):
     r = client.get("/no-such-page")
     assert r.status_code == 404 and "页面不存在" in r.text
