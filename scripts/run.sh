@@ -16,7 +16,7 @@ python3 scripts/servers.py up --dir "$RUN_DIR" mosquitto influxdb
 users_file="$AQPIPE_DATA_DIR/web-users.toml"
 desk_login="users in $users_file ($AQPIPE web user list; add: $AQPIPE web user add NAME --role inspector)"
 if [ ! -e "$users_file" ]; then
-  pw=$("$AQPIPE" web user add demo --role inspector 2>/dev/null | sed -n 's/^password (shown once): //p')
+  pw=$("$AQPIPE" web user add demo --role inspector 2>/dev/null | sed -n 's/^password (shown once): //p' || true)
   desk_login="user demo, password $pw  (shown once; new one: $AQPIPE web user passwd demo)"
 fi
 
