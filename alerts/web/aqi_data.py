@@ -10,6 +10,7 @@ writes both standards side by side, the one in force is picked; the other is not
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -18,6 +19,7 @@ from alerts.web.hj633 import CATEGORIES, POLLUTANT_NAMES, AqiCategory, category
 from aqpipe.influx import InfluxQL
 from aqpipe.registry import Registry
 
+log = logging.getLogger("aqpipe.web")
 CHINA_TZ = timezone(timedelta(hours=8))
 HOUR = timedelta(hours=1)
 HISTORY_HOURS = 24
@@ -154,7 +156,11 @@ def load_city_aqi(q: InfluxQL, registry: Registry, effective: date, now: datetim
         sid: StationAqi(sid, st.name or sid, st.district) for sid, st in registry.stations.items()}
     for sid, row in best.items():
         s = stations.setdefault(sid, StationAqi(sid, sid, ""))
-        _station_point(row, s)
+        try:
+            _station_point(row, s)
+        except AqiDataError as e:  # one bad point must not take the city's page down: that station shows no data
+            log.warning("event=aqi_point_invalid %s", e)
+            stations[sid] = StationAqi(sid, s.name, s.district)
 
     _load_history(q, [s for s in stations.values() if s.hour_end is not None])
     summary = city_summary(list(stations.values()))

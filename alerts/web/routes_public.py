@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from alerts.web.aqi_data import STANDARD_NAMES, AqiDataError, CityAqi, load_city_aqi
+from alerts.web.aqi_data import STANDARD_NAMES, CityAqi, load_city_aqi
 from alerts.web.charts import aqi_history_svg, share_bar_svg
 from alerts.web.hj633 import CATEGORIES, SOURCE
 from alerts.web.render import render
@@ -21,8 +21,6 @@ def _city(request: Request) -> CityAqi:
         return load_city_aqi(c.influx, c.registry, c.cfg.aggregator.cn_2026_effective)
     except QueryError as e:
         raise HTTPException(503, f"空气质量数据暂不可用 (InfluxDB): {e}") from None
-    except AqiDataError as e:
-        raise HTTPException(500, f"aqi_hourly 数据格式有误: {e}") from None
 
 
 @router.get("/", include_in_schema=False)

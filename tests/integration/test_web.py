@@ -116,6 +116,19 @@ def test_aqi_page_renders_each_station_in_its_category_colour(client, web_config
         "content-security-policy"]
 
 
+def test_a_malformed_point_shows_that_station_without_data_and_the_rest_as_usual(client, web_config, latest_end,
+                                                                                caplog):
+    write_aqi(web_config, latest_end)
+    # category 9 does not exist in HJ 633: a writer's bug, not something to paint
+    make_writer(web_config.influx).write([f'aqi_hourly,standard=cn-2026,station=620503-004 aqi=80i,category=9i,'
+                                          f'primary="pm10" {_ns(latest_end)}'])
+    r = client.get("/aqi.json")
+    assert r.status_code == 200
+    shown = {s["station"]: s for s in r.json()["stations"]}
+    assert shown["620503-004"]["aqi"] is None and shown["620503-003"]["aqi"] == 230
+    assert "event=aqi_point_invalid" in caplog.text and "620503-004" in caplog.text
+
+
 def test_aqi_page_says_so_when_influxdb_is_unreachable(env, tmp_path):
     cfg = load_config(None, {**env, "AQPIPE_INFLUX__URL": "http://127.0.0.1:1"})
     with TestClient(create_app(WebContext.from_config(cfg))) as c:
