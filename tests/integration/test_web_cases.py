@@ -4,6 +4,7 @@ against the app on a real case database (SQLite file), cases made by the store."
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -60,9 +61,14 @@ def close_with_penalty(engine, case_id: int, by: str = "张检查", note: str = 
             store.transition(conn, case_id, to, by, note=note, date=when, fields=fields, at=datetime.now(UTC))
 
 
-@pytest.fixture
-def ctx(env) -> WebContext:
-    return WebContext.from_config(load_config(None, env))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ctx(request, env) -> Iterator[WebContext]:
+    """The app's context on the default SQLite file, and on a real PostgreSQL (a bureau's deployment)."""
+    if request.param == "postgresql":
+        env = {**env, "AQPIPE_CASES__DATABASE_URL": request.getfixturevalue("postgresql_url")}
+    c = WebContext.from_config(load_config(None, env))
+    yield c
+    c.engine.dispose()
 
 
 @pytest.fixture
