@@ -3,7 +3,12 @@ the public disclosure page shows closed penalised cases only."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import date
+from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -13,6 +18,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from tests.integration.test_web_cases import ENTERPRISE, PERMIT, close_with_penalty, open_case
 
 pytestmark = pytest.mark.integration
+AQPIPE = str(Path(sys.executable).parent / "aqpipe")
 
 
 def login(b, web, name: str, role: str, next_path: str, url: str | None = None) -> None:
@@ -43,7 +49,7 @@ def submit(b, to_state: str, **fields: str) -> None:
     WebDriverWait(b.driver, 10).until(staleness_of(form))  # the answer page has replaced this one
 
 
-def test_inspector_verifies_files_and_orders_a_case(browser, phone, web):
+def test_inspector_verifies_files_and_orders_a_case(browser, phone, web, env):
     case_id = open_case(web.ctx.engine, hours=3)
     from alerts.cases.store import get_case
 
@@ -69,9 +75,12 @@ def test_inspector_verifies_files_and_orders_a_case(browser, phone, web):
     assert d.find_elements(By.ID, "to-reinspected")  # only the next allowed step is offered now
     assert not d.find_elements(By.ID, "to-verified") and not d.find_elements(By.ID, "to-filed")
     browser.screenshot("case-ordered")
-    # What the case store says (the same record `aqpipe cases show ID --json` prints)
-    with web.ctx.engine.begin() as conn:
-        view = get_case(conn, case_id, web.ctx.url_template).to_json()
+    # What the operator's CLI says about it, from the same database
+    shown = subprocess.run([AQPIPE, "cases", "show", str(case_id), "--json"], capture_output=True, text=True,
+                           timeout=60, env={**os.environ, **env,
+                                            "AQPIPE_ALERTS__CASE_URL_TEMPLATE": web.cfg.alerts.case_url_template})
+    assert shown.returncode == 0, shown.stderr
+    view = json.loads(shown.stdout)
     assert view["status"] == "ordered" and view["case_number"] == "麦环罚〔2026〕12号" and view["url"] == url
     assert [(h["to_state"], h["by"], h["note"]) for h in view["history"] if h["action"] == "transition"] == [
         ("verified", "wang", "现场核实：工艺超标"), ("filed", "wang", "立案"), ("ordered", "wang", "现场送达")]
