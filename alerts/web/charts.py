@@ -57,6 +57,7 @@ _AVG_OTHER = "#4a4a4a"  # a marked or withdrawn hour
 _LIMIT = "#d0021b"
 _FLAGGED = "#f5a623"  # a minute with a data logger flag other than N
 _MARK_BAND = "#4a90e2"  # an exempting mark's interval
+_NOT_JUDGED = "#9b9b9b"  # an hour the engine did not judge (stopped, flagged, too few minutes)
 
 
 def case_chart_svg(case: dict, marks: list, pollutant_label: str, width: int = 720, height: int = 270) -> str:
@@ -78,6 +79,9 @@ def case_chart_svg(case: dict, marks: list, pollutant_label: str, width: int = 7
         chart.add(Band(m.start, m.end or end, _MARK_BAND,
                        title=f"标记 #{m.id} {m.type}: {m.start.astimezone(CHINA_TZ):%m-%d %H:%M}–"
                              f"{(m.end.astimezone(CHINA_TZ).strftime('%m-%d %H:%M') if m.end else '…')} {m.reason}"))
+    for h in case.get("not_judged_hours") or []:  # the engine did not judge these hours: shown, greyed
+        e = datetime.fromisoformat(h["hour_end"])
+        chart.add(Band(e - HOUR, e, _NOT_JUDGED, title=f"{e.astimezone(CHINA_TZ):%m-%d %H:00} 未判定：{h['reason'] or ''}"))
     chart.add(HLine(float(case["limit"]), _LIMIT, f"限值 {case['limit']:g}"))
     points: list = []
     flagged: list = []

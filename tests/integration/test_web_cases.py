@@ -126,6 +126,31 @@ def test_the_case_page_shows_facts_hours_chart_and_only_the_allowed_transitions(
     assert f'href="/cases/{case_id}/export.csv"' in html
 
 
+def test_the_case_page_shows_the_hours_not_judged_and_the_law_that_applies(client, ctx):
+    from alerts.cases.schema import alert_hours
+
+    last = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    case_id = open_case(ctx.engine, hours=1, last_end=last - timedelta(hours=2))
+    gap = last - timedelta(hours=1)  # the boiler was stopped: the engine did not judge this hour
+    with ctx.engine.begin() as conn:
+        assert store.record_exceeded_hour(conn, stack_hour(last, 66.0), last) == case_id
+        now = datetime.now(UTC)
+        conn.execute(alerts_table.insert().values(
+            fingerprint="fp-nj", rule="stack_exceedance", alertname="StackExceedance", labels={}, annotations={},
+            state="firing", fired_at=now, case_id=case_id, updated_at=now))
+        conn.execute(alert_hours.insert().values(fingerprint="fp-nj", hour_end=gap,
+                                                 verdict="not_judged", reason="停炉 (status stopped)"))
+        view = store.get_case(conn, case_id).to_json()
+    login_as(client, ctx, "zhao", "viewer")
+    html = client.get(f"/cases/{case_id}").text
+    assert [h["reason"] for h in view["not_judged_hours"]] == ["停炉 (status stopped)"]
+    assert "not_judged_hours" in html and "停炉 (status stopped)" in html
+    chart = html[html.index('<div class="casechart wide">'):html.index("</svg>", html.index('<div class="casechart wide">'))]
+    assert "未判定：停炉 (status stopped)" in chart and chart.count('class="step"') == 2
+    for c in view["citations"]:
+        assert c["law"] in html
+
+
 def test_a_viewer_sees_no_transition_form_and_a_forged_post_is_refused(client, ctx):
     case_id = open_case(ctx.engine)
     csrf = login_as(client, ctx, "zhao", "viewer")

@@ -25,7 +25,7 @@ def _view(**kw) -> CaseView:
         penalties=[], measures=[{"kind": "production_limit", "label": "限产", "doc_number": "麦环限〔2026〕7号",
                                  "start_date": "2026-11-21", "end_date": None, "amount": None,
                                  "description": "内部说明", "created_by": "张检查"}],
-        enterprise_reports=[], allowed_next=[])
+        enterprise_reports=[], citations=[], not_judged_hours=[], allowed_next=[])
     return replace(base, **kw)
 
 
