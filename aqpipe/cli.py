@@ -16,6 +16,7 @@ from alerts import commands as alerts_commands
 from alerts import rules as alert_rules
 from alerts.cases import commands as cases_commands
 from alerts.service import AlertsService
+from alerts.web import commands as web_commands
 from aqpipe import check_config, logs, simulator
 from aqpipe.cliutil import add_common, load_or_exit
 from aqpipe.decoders import hj212_cli
@@ -34,7 +35,8 @@ AQPIPE_MQTT__PORT=1884, AQPIPE_INFLUX__URL=..., AQPIPE_DATA_DIR=...
 """
 
 # The services `aqpipe run` starts together, in start order.
-RUN_SERVICES = [("ingest", IngestService), ("aggregator", AggregatorService), ("alerts", AlertsService)]
+RUN_SERVICES = [("ingest", IngestService), ("aggregator", AggregatorService), ("alerts", AlertsService),
+                ("web", web_commands.web_service)]
 
 
 def _register_run(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     hj212_cli.register(sub)
     aqi_cli.register(sub)
     cases_commands.register(sub, add_common)
+    web_commands.register(sub, add_common)
     return parser
 
 

@@ -204,6 +204,13 @@ class WebConfig(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(9120, ge=1, le=65535)
+    users_file: Path | None = None  # users and API tokens, hashed (alerts/web/README.md); default DATA_DIR/web-users.toml
+    session_key_file: Path | None = None  # signs session cookies; default DATA_DIR/web-session.key, created 0600
+    cookie_secure: bool = False  # true when served over https (behind a TLS proxy): cookies get Secure
+    session_ttl_s: int = Field(8 * 3600, ge=60)
+    login_max_failures: int = Field(5, ge=1)  # per username and per client address, within login_window_s
+    login_window_s: int = Field(900, ge=1)
+    trusted_proxies: str = ""  # e.g. "127.0.0.1": take the client address from their X-Forwarded-For
 
 
 class Config(_Section):

@@ -16,6 +16,14 @@ AQPIPE=.venv/bin/aqpipe
 # bureau's routing.
 python3 scripts/servers.py up --dir "$RUN_DIR" mosquitto influxdb alertmanager
 
+# The case desk (aqpipe web, inside aqpipe run): a demo inspector on first run, its password shown once.
+users_file="$AQPIPE_DATA_DIR/web-users.toml"
+desk_login="users in $users_file ($AQPIPE web user list; add: $AQPIPE web user add NAME --role inspector)"
+if [ ! -e "$users_file" ]; then
+  pw=$("$AQPIPE" web user add demo --role inspector 2>/dev/null | sed -n 's/^password (shown once): //p' || true)
+  desk_login="user demo, password $pw  (shown once; new one: $AQPIPE web user passwd demo)"
+fi
+
 cat <<MSG
 
 aqpipe is starting on a simulated feed: 20 ambient stations every 5 s (plus 24 h of
@@ -32,8 +40,10 @@ Where to look:
                --data-urlencode "q=SELECT last(pm25) FROM ambient GROUP BY station"
   Alerts     http://127.0.0.1:9093  (Alertmanager UI: StackExceedance, its case_url annotation)
   Cases      $AQPIPE cases list      (case database $AQPIPE_DATA_DIR/cases.sqlite;
-             the case_url opens in the case desk once \`aqpipe web\` runs)
+             each case_url opens in the case desk below)
   Metrics    http://127.0.0.1:9108/metrics
+  Case desk  http://127.0.0.1:9120/cases   login: $desk_login
+  Public     http://127.0.0.1:9120/aqi (city AQI), /disclosure (违法公示), /api/openapi.json (JSON API)
   Dead letters  $AQPIPE_DATA_DIR/deadletter/   ($AQPIPE deadletter list)
   Simulator log $RUN_DIR/simulate.log;  server logs in $RUN_DIR/*/
 MSG
