@@ -15,6 +15,9 @@ AQPIPE=.venv/bin/aqpipe
 # nothing delivered outside): aqpipe's alerts show in its UI. deploy/alertmanager/ has the
 # bureau's routing.
 python3 scripts/servers.py up --dir "$RUN_DIR" mosquitto influxdb alertmanager
+# The example HJ 212 secrets file (dummy keys) comes out of git world-readable; aqpipe warns
+# about such a file, rightly, so make it private as an operator would.
+chmod 600 deploy/config/hj212-secrets.toml
 
 # The case desk (aqpipe web, inside aqpipe run): a demo inspector on first run, its password shown once.
 users_file="$AQPIPE_DATA_DIR/web-users.toml"
@@ -39,12 +42,12 @@ Where to look:
              curl -sG http://127.0.0.1:8086/query --data-urlencode db=aq \\
                --data-urlencode "q=SELECT last(pm25) FROM ambient GROUP BY station"
   Alerts     http://127.0.0.1:9093  (Alertmanager UI: StackExceedance, its case_url annotation)
-  Cases      $AQPIPE cases list      (case database $AQPIPE_DATA_DIR/cases.sqlite;
+  Cases      AQPIPE_DATA_DIR=$AQPIPE_DATA_DIR $AQPIPE cases list   (database $AQPIPE_DATA_DIR/cases.sqlite;
              each case_url opens in the case desk below)
   Metrics    http://127.0.0.1:9108/metrics
   Case desk  http://127.0.0.1:9120/cases   login: $desk_login
   Public     http://127.0.0.1:9120/aqi (city AQI), /disclosure (违法公示), /api/openapi.json (JSON API)
-  Dead letters  $AQPIPE_DATA_DIR/deadletter/   ($AQPIPE deadletter list)
+  Dead letters  $AQPIPE_DATA_DIR/deadletter/   (AQPIPE_DATA_DIR=$AQPIPE_DATA_DIR $AQPIPE deadletter list)
   Simulator log $RUN_DIR/simulate.log;  server logs in $RUN_DIR/*/
 MSG
 
