@@ -34,6 +34,19 @@ def http_get(url: str) -> str:
         return r.read().decode()
 
 
+def stack_minutes(outlet: str, hour_end: int, values: dict[str, float], flag: str | None = None,
+                  status: str = "running") -> dict:
+    """The 60 minute readings of one hour (hour_end - 1 h, hour_end] of an outlet, as a data
+    logger publishes them on aq/v1/stack/{outlet}: the same `values` every minute."""
+    readings = []
+    for m in range(1, 61):
+        r: dict = {"time": hour_end - 3600 + m * 60, "values": dict(values), "status": status}
+        if flag:
+            r["flags"] = {name: flag for name in values}
+        readings.append(r)
+    return {"outlet": outlet, "readings": readings}
+
+
 def service_starter(factory: Callable[[Config], object], default: Config) -> Iterator[Callable[..., object]]:
     """Yield start(cfg=None): starts a service (ingest, aggregator) on the test servers and
     waits until it has subscribed; every service started is stopped at teardown."""

@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.ui import WebDriverWait
 
 from alerts.web.context import WebContext
 from alerts.web.service import WebService
@@ -68,14 +71,48 @@ class Browser:
         self._profile.cleanup()
 
 
+def login(b, web, name: str, role: str, next_path: str, url: str | None = None) -> None:
+    """Open `url` (default: this server's `next_path`) logged out, log in on the form it
+    leads to, and land back on it."""
+    password = web.ctx.users.add_user(name, role)
+    b.driver.get(url or web.url + next_path)  # not logged in: the desk sends the browser to the login form
+    assert "/login?next=" in b.driver.current_url
+    b.driver.find_element(By.NAME, "username").send_keys(name)
+    b.driver.find_element(By.NAME, "password").send_keys(password)
+    b.driver.find_element(By.ID, "login").click()
+    assert b.driver.current_url.endswith(next_path)
+
+
+def timeline_states(b) -> list[str]:
+    return [e.get_attribute("data-to") for e in b.driver.find_elements(By.CSS_SELECTOR, "#timeline li.event-transition")]
+
+
+def submit(b, to_state: str, **fields: str) -> None:
+    form = b.driver.find_element(By.ID, f"to-{to_state}")
+    for name, value in fields.items():
+        field = form.find_element(By.NAME, name)
+        if field.get_attribute("type") == "date":  # typed the way a user's date picker fills it
+            b.driver.execute_script("arguments[0].value = arguments[1]", field, value)
+        else:
+            field.send_keys(value)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(b.driver, 10).until(staleness_of(form))  # the answer page has replaced this one
+
+
 @pytest.fixture
-def web_config(env, influx):
+def web_env(env) -> dict[str, str]:
+    """The environment of this test's `aqpipe web` (a test module may extend it)."""
     import servers
 
     port = servers.free_port()
     # case_url (what an alert links to) points at this test's server, as make run's points at 9120
-    return load_config(None, {**env, "AQPIPE_WEB__PORT": str(port),
-                              "AQPIPE_ALERTS__CASE_URL_TEMPLATE": f"http://127.0.0.1:{port}/cases/{{case_id}}"})
+    return {**env, "AQPIPE_WEB__PORT": str(port),
+            "AQPIPE_ALERTS__CASE_URL_TEMPLATE": f"http://127.0.0.1:{port}/cases/{{case_id}}"}
+
+
+@pytest.fixture
+def web_config(web_env, influx):
+    return load_config(None, web_env)
 
 
 @pytest.fixture

@@ -12,41 +12,13 @@ from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
+from tests.browser.conftest import login, submit, timeline_states
 from tests.integration.test_web_cases import ENTERPRISE, PERMIT, close_with_penalty, open_case
 
 pytestmark = pytest.mark.integration
 AQPIPE = str(Path(sys.executable).parent / "aqpipe")
-
-
-def login(b, web, name: str, role: str, next_path: str, url: str | None = None) -> None:
-    """Open `url` (default: this server's `next_path`) logged out, log in on the form it
-    leads to, and land back on it."""
-    password = web.ctx.users.add_user(name, role)
-    b.driver.get(url or web.url + next_path)  # not logged in: the desk sends the browser to the login form
-    assert "/login?next=" in b.driver.current_url
-    b.driver.find_element(By.NAME, "username").send_keys(name)
-    b.driver.find_element(By.NAME, "password").send_keys(password)
-    b.driver.find_element(By.ID, "login").click()
-    assert b.driver.current_url.endswith(next_path)
-
-
-def timeline_states(b) -> list[str]:
-    return [e.get_attribute("data-to") for e in b.driver.find_elements(By.CSS_SELECTOR, "#timeline li.event-transition")]
-
-
-def submit(b, to_state: str, **fields: str) -> None:
-    form = b.driver.find_element(By.ID, f"to-{to_state}")
-    for name, value in fields.items():
-        field = form.find_element(By.NAME, name)
-        if field.get_attribute("type") == "date":  # typed the way a user's date picker fills it
-            b.driver.execute_script("arguments[0].value = arguments[1]", field, value)
-        else:
-            field.send_keys(value)
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    WebDriverWait(b.driver, 10).until(staleness_of(form))  # the answer page has replaced this one
 
 
 def test_inspector_verifies_files_and_orders_a_case(browser, phone, web, env):

@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from alerts.cases import store
 from aqpipe.config import Config, load_config
 from tests.alerting import Receiver, alertmanager_to
-from tests.helpers import http_get, service_starter, wait_until
+from tests.helpers import http_get, service_starter, stack_minutes, wait_until
 
 pytestmark = pytest.mark.integration
 CST = timezone(timedelta(hours=8))
@@ -81,16 +81,6 @@ def derived(mosquitto) -> Iterator[list]:
     client.loop_stop()
 
 
-def _minutes(hour_end: int, so2: float, o2: float, flag: str | None = None, status: str = "running") -> dict:
-    readings = []
-    for m in range(1, 61):
-        r: dict = {"time": hour_end - HOUR + m * 60, "values": {"so2": so2, "o2": o2}, "status": status}
-        if flag:
-            r["flags"] = {"so2": flag, "o2": flag}
-        readings.append(r)
-    return {"outlet": OUTLET, "readings": readings}
-
-
 def _stack_bodies(receiver: Receiver) -> list[dict]:
     """Alertmanager's notifications about the stack exceedance (the data-quality rules may
     rightly notice that this synthetic feed is constant: ValueStuck)."""
@@ -122,7 +112,7 @@ def test_two_corrected_exceedance_hours_make_one_alert_one_case_then_resolve_and
     try:
         # Raw SO2 40 mg/m³ (< 50) at 10 % O2: corrected 40 × (21 − 3.5) / (21 − 10) = 63.6 > 50.
         for h in (h1, h2):
-            publisher(f"aq/v1/stack/{OUTLET}", _minutes(h, 40.0, 10.0))
+            publisher(f"aq/v1/stack/{OUTLET}", stack_minutes(OUTLET, h, {"so2": 40.0, "o2": 10.0}))
         wait_until(lambda: len(_records(derived, h2)) >= 1, timeout=60)
         am_alerts = wait_until(lambda: [a for a in json.loads(http_get(f"{alertmanager.url}/api/v2/alerts"))
                                         if a["labels"]["alertname"] == "StackExceedance"], timeout=30)
@@ -147,12 +137,12 @@ def test_two_corrected_exceedance_hours_make_one_alert_one_case_then_resolve_and
         assert len(firing) == 1 and len(firing[0]["alerts"]) == 1
 
         # A compliant hour resolves it: 20 × 17.5 / 11 = 31.8.
-        publisher(f"aq/v1/stack/{OUTLET}", _minutes(h3, 20.0, 10.0))
+        publisher(f"aq/v1/stack/{OUTLET}", stack_minutes(OUTLET, h3, {"so2": 20.0, "o2": 10.0}))
         resolved = wait_until(lambda: [b for b in _stack_bodies(receiver) if b["status"] == "resolved"], timeout=60)
         assert resolved[0]["alerts"][0]["labels"]["outlet"] == OUTLET
 
         # A later hour flagged stopped (F, plant stopped) with huge values: nothing.
-        publisher(f"aq/v1/stack/{OUTLET}", _minutes(h4, 900.0, 20.5, flag="F", status="stopped"))
+        publisher(f"aq/v1/stack/{OUTLET}", stack_minutes(OUTLET, h4, {"so2": 900.0, "o2": 20.5}, flag="F", status="stopped"))
         wait_until(lambda: _records(derived, h4), timeout=60)
         wait_until(lambda: alerts.processed >= 4, timeout=30)
         n_stack = len(_stack_bodies(receiver))
