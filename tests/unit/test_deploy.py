@@ -247,7 +247,8 @@ def test_every_aqpipe_variable_in_compose_and_systemd_sets_a_real_config_key(whe
 
 def test_compose_and_systemd_set_aqpipe_variables_at_all():
     names = {name for _, name, _ in _aqpipe_env_settings()}
-    assert {"AQPIPE_MQTT__USERNAME", "AQPIPE_DATA_DIR", "AQPIPE_HJ212_GATEWAY__LISTEN", "AQPIPE_METRICS__PORT"} <= names
+    assert {"AQPIPE_MQTT__USERNAME", "AQPIPE_DATA_DIR", "AQPIPE_HJ212_GATEWAY__LISTEN", "AQPIPE_METRICS__PORT",
+            "AQPIPE_CASES__DATABASE_URL", "AQPIPE_ALERTS__ALERTMANAGER_URL", "AQPIPE_WEB__USERS_FILE"} <= names
 
 
 # --------------------------------------------------------------------------- accounts, data dirs, ports
