@@ -21,6 +21,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,8 +30,8 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-import aggregator.metrics  # noqa: F401  (registers the aggregator's metrics)
-import ingest.metrics  # noqa: F401  (registers the ingest metrics)
+import alerts.web.metrics  # noqa: F401  (aqpipe web's metrics: loaded by the process that serves it)
+import aqpipe.cli  # noqa: F401  (registers every service's metrics, as every aqpipe process does)
 from aggregator.stack import Limit, hourly_record
 from aggregator.tables import ALL_INPUTS, AUX_INPUTS
 from ingest import hj212_gateway
@@ -246,78 +247,175 @@ def test_every_aqpipe_variable_in_compose_and_systemd_sets_a_real_config_key(whe
 
 def test_compose_and_systemd_set_aqpipe_variables_at_all():
     names = {name for _, name, _ in _aqpipe_env_settings()}
-    assert {"AQPIPE_MQTT__USERNAME", "AQPIPE_DATA_DIR", "AQPIPE_HJ212_GATEWAY__LISTEN", "AQPIPE_METRICS__PORT"} <= names
+    assert {"AQPIPE_MQTT__USERNAME", "AQPIPE_DATA_DIR", "AQPIPE_HJ212_GATEWAY__LISTEN", "AQPIPE_METRICS__PORT",
+            "AQPIPE_CASES__DATABASE_URL", "AQPIPE_ALERTS__ALERTMANAGER_URL", "AQPIPE_WEB__USERS_FILE"} <= names
 
 
 # --------------------------------------------------------------------------- accounts, data dirs, ports
+
+@dataclass(frozen=True)
+class DeployedService:
+    """One aqpipe service as deploy/ ships it: unit aqpipe-NAME.service, compose service NAME,
+    Prometheus job aqpipe-NAME. Adding a service to deploy/ is adding a row to SERVICES."""
+
+    name: str
+    command: str  # the aqpipe subcommand its unit and container run
+    metrics_port: int
+    port_key: str  # the config key that sets metrics_port
+    account: str | None  # its broker account; None: it never connects to MQTT
+    state_dirs: tuple[str, ...]  # StateDirectory=; the first is its data dir
+    volumes: tuple[str, ...]  # compose volumes under /var/lib/aqpipe; the first is its data dir
+    shares_case_database: bool = False
+    http_port: int | None = None  # a port it serves besides the ops endpoint
+
+
+SERVICES = (
+    DeployedService("ingest", "ingest", 9108, "metrics.port", "aqpipe-ingest",
+                    ("aqpipe/ingest",), ("ingest-data:/var/lib/aqpipe",)),
+    DeployedService("aggregator", "aggregate", 9110, "metrics.port", "aqpipe-aggregator",
+                    ("aqpipe/aggregator",), ("aggregator-data:/var/lib/aqpipe",)),
+    DeployedService("hj212-gateway", "hj212-gateway", 9109, "hj212_gateway.metrics_port", "aqpipe-hj212-gateway",
+                    (), ()),
+    DeployedService("alerts", "alerts", 9111, "metrics.port", "aqpipe-alerts",
+                    ("aqpipe/cases",), ("cases-data:/var/lib/aqpipe/cases",), shares_case_database=True),
+    DeployedService("web", "web", 9112, "metrics.port", None,
+                    ("aqpipe/web", "aqpipe/cases"), ("web-data:/var/lib/aqpipe", "cases-data:/var/lib/aqpipe/cases"),
+                    shares_case_database=True, http_port=9120),
+)
+BY_NAME = {s.name: s for s in SERVICES}
+
+
+def _unit(service: DeployedService) -> Path:
+    return DEPLOY / "systemd" / f"aqpipe-{service.name}.service"
+
 
 def _acl_users() -> set[str]:
     return set(re.findall(r"^user (\S+)", (DEPLOY / "mosquitto" / "aqpipe.acl").read_text(), re.M))
 
 
-def test_each_service_has_its_own_broker_account_known_to_the_acl_in_units_and_compose():
-    units = {u.stem: _unit_env(u)["AQPIPE_MQTT__USERNAME"] for u in UNITS}
-    assert units == {"aqpipe-ingest": "aqpipe-ingest", "aqpipe-aggregator": "aqpipe-aggregator",
-                     "aqpipe-hj212-gateway": "aqpipe-hj212-gateway"}
-    services = _compose()["services"]
-    compose = {name: services[name]["environment"]["AQPIPE_MQTT__USERNAME"]
-               for name in ("ingest", "aggregator", "hj212-gateway")}
-    assert set(compose.values()) == set(units.values()) <= _acl_users()
-    accounts_sh = (DEPLOY / "mosquitto" / "accounts.sh").read_text()
-    assert all(user in accounts_sh for user in units.values())
-    for unit in UNITS:  # the secret is per account
-        assert _unit_env(unit)["AQPIPE_MQTT__PASSWORD_FILE"] == f"/etc/aqpipe/{unit.stem}.secret"
-
-
-def test_each_stateful_unit_has_its_own_state_directory_as_data_dir_and_the_gateway_none():
-    for unit in UNITS:
-        env, state = _unit_env(unit), _unit_setting(unit, "StateDirectory")
-        if unit.stem == "aqpipe-hj212-gateway":
-            assert state is None and "AQPIPE_DATA_DIR" not in env
-        else:
-            assert env["AQPIPE_DATA_DIR"] == f"/var/lib/{state}" and state == f"aqpipe/{unit.stem.removeprefix('aqpipe-')}"
-        command = _unit_setting(unit, "ExecStart").split()
-        assert command[:2] == ["/opt/aqpipe/.venv/bin/aqpipe", {"aqpipe-ingest": "ingest", "aqpipe-aggregator": "aggregate",
-                                                                 "aqpipe-hj212-gateway": "hj212-gateway"}[unit.stem]]
-    services = _compose()["services"]
-    assert "ingest-data:/var/lib/aqpipe" in services["ingest"]["volumes"]
-    assert "aggregator-data:/var/lib/aqpipe" in services["aggregator"]["volumes"]
-    assert not any("/var/lib/aqpipe" in v for v in services["hj212-gateway"]["volumes"])
-
-
-def _metrics_port(env: dict[str, str], gateway: bool) -> int:
-    cfg = load_config(None, {k: str(v) for k, v in env.items() if k.startswith(ENV_PREFIX) and k != CONFIG_ENV})
-    return cfg.hj212_gateway.metrics_port if gateway else cfg.metrics.port
-
-
-def test_prometheus_scrapes_each_service_where_compose_and_the_units_make_it_listen():
+def _prometheus_targets() -> dict[str, list[str]]:
     prom = _load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
-    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in prom["scrape_configs"]}
+    return {job["job_name"]: job["static_configs"][0]["targets"] for job in prom["scrape_configs"]}
+
+
+def test_the_table_of_services_is_what_deploy_ships():
+    assert {u.stem for u in UNITS} == {f"aqpipe-{s.name}" for s in SERVICES}
+    assert {s.name for s in SERVICES} <= set(_compose()["services"])
+    assert {f"aqpipe-{s.name}" for s in SERVICES} == {job for job in _prometheus_targets() if job.startswith("aqpipe-")}
+    ports = [s.metrics_port for s in SERVICES] + [s.http_port for s in SERVICES if s.http_port]
+    assert len(ports) == len(set(ports)), "two services on one port cannot share a host"
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_each_service_has_its_own_broker_account_known_to_the_acl_in_its_unit_and_compose(service):
+    unit, compose = _unit_env(_unit(service)), _compose()["services"][service.name]["environment"]
+    if service.account is None:  # no MQTT at all: no account, no password, no broker host
+        assert not any(k.startswith("AQPIPE_MQTT__") for k in (*unit, *compose))
+        return
+    assert unit["AQPIPE_MQTT__USERNAME"] == compose["AQPIPE_MQTT__USERNAME"] == service.account
+    assert service.account in _acl_users()
+    assert re.search(rf"^for user .*\b{re.escape(service.account)}\b", (DEPLOY / "mosquitto" / "accounts.sh").read_text(), re.M)
+    assert unit["AQPIPE_MQTT__PASSWORD_FILE"] == f"/etc/aqpipe/{service.account}.secret"  # the secret is per account
+    secret = compose["AQPIPE_MQTT__PASSWORD_FILE"].removeprefix("/run/secrets/")
+    assert _compose()["secrets"][secret]["file"] == f"./mosquitto/{service.account}.secret"
+    assert secret in _compose()["services"][service.name]["secrets"]
+    # deploy/README.md's loops write each account's secret file (systemd and compose)
+    loops = re.findall(r"^for u in (.*); do$", (DEPLOY / "README.md").read_text(), re.M)
+    assert len(loops) == 2 and all(service.account in loop.split() for loop in loops)
+
+
+def test_each_broker_account_the_units_use_is_a_row_and_only_those():
+    used = {_unit_env(u).get("AQPIPE_MQTT__USERNAME") for u in UNITS} - {None}
+    assert used == {s.account for s in SERVICES if s.account}
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_each_stateful_unit_has_its_state_directories_and_the_first_as_data_dir(service):
+    unit = _unit(service)
+    env = _unit_env(unit)
+    state, writable = _unit_setting(unit, "StateDirectory"), _unit_setting(unit, "ReadWritePaths")
+    if not service.state_dirs:
+        assert state is None and writable is None and "AQPIPE_DATA_DIR" not in env
+    else:
+        assert state.split() == list(service.state_dirs)
+        assert writable.split() == [f"/var/lib/{d}" for d in service.state_dirs]  # ProtectSystem=strict otherwise
+        assert env["AQPIPE_DATA_DIR"] == f"/var/lib/{service.state_dirs[0]}"
+    assert _unit_setting(unit, "ExecStart").split()[:2] == ["/opt/aqpipe/.venv/bin/aqpipe", service.command]
+    assert _unit_setting(unit, "Restart") == "always"
+    compose = _compose()["services"][service.name]
+    assert compose["command"][:2] == ["aqpipe", service.command]
+    mounted = [v for v in compose.get("volumes", []) if ":/var/lib/aqpipe" in v]
+    assert mounted == list(service.volumes)
+    if service.volumes:
+        assert compose["environment"]["AQPIPE_DATA_DIR"] == service.volumes[0].split(":")[1]
+        assert {v.split(":")[0] for v in service.volumes} <= set(_compose()["volumes"])
+
+
+def test_the_units_and_containers_sharing_the_case_database_name_one_they_can_all_write():
+    sharing = [s for s in SERVICES if s.shares_case_database]
+    assert len(sharing) >= 2
+    units = {_unit_env(_unit(s)).get("AQPIPE_CASES__DATABASE_URL") for s in SERVICES if not s.shares_case_database}
+    assert units == {None}
+    for where in ("systemd", "compose"):
+        urls = {(_unit_env(_unit(s)) if where == "systemd" else _compose()["services"][s.name]["environment"])
+                ["AQPIPE_CASES__DATABASE_URL"] for s in sharing}
+        assert len(urls) == 1, f"{where}: one case database, not {urls}"
+        url = urls.pop()
+        assert url.startswith("sqlite:////")
+        directory = str(Path(url.removeprefix("sqlite:///")).parent)  # WAL writes -wal and -shm beside it
+        for s in sharing:
+            if where == "systemd":
+                assert directory in _unit_setting(_unit(s), "ReadWritePaths").split(), s.name
+                assert directory.removeprefix("/var/lib/") in _unit_setting(_unit(s), "StateDirectory").split(), s.name
+            else:
+                volumes = _compose()["services"][s.name]["volumes"]
+                assert any(v.endswith(f":{directory}") for v in volumes), s.name
+        if where == "compose":  # one named volume, the same in each container
+            assert len({v for s in sharing for v in _compose()["services"][s.name]["volumes"] if v.endswith(f":{directory}")}) == 1
+    # the image creates that directory owned by aqpipe, so a new named volume is writable by it
+    assert "/var/lib/aqpipe/cases" in (DEPLOY / "Dockerfile").read_text()
+
+
+def _port_of(env: dict[str, str], key: str) -> int:
+    node: Any = load_config(None, {k: str(v) for k, v in env.items() if k.startswith(ENV_PREFIX) and k != CONFIG_ENV})
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda s: s.name)
+def test_prometheus_scrapes_each_service_where_compose_and_its_unit_make_it_listen(service):
+    targets = _prometheus_targets()
+    compose = _compose()["services"][service.name]
+    env = compose["environment"]
+    port = _port_of(env, service.port_key)
+    assert port == service.metrics_port == _port_of(_unit_env(_unit(service)), service.port_key)
+    assert targets[f"aqpipe-{service.name}"] == [f"{service.name}:{port}"]
+    assert f"{port}:{port}" in compose["ports"]
+    assert env["AQPIPE_METRICS__HOST"] == "0.0.0.0"  # reachable from the prometheus container
+    assert str(port) in json.dumps(compose["healthcheck"]["test"])
+    assert str(port) in (DEPLOY / "Dockerfile").read_text()
+    if service.http_port:  # web.port: published, and reachable from outside the container
+        assert _port_of(env, "web.port") == service.http_port == _port_of(_unit_env(_unit(service)), "web.port")
+        assert f"{service.http_port}:{service.http_port}" in compose["ports"] and env["AQPIPE_WEB__HOST"] == "0.0.0.0"
+    assert service.name in _compose()["services"]["prometheus"]["depends_on"]
+
+
+def test_prometheus_loads_the_rules_and_grafana_finds_influxdb_and_prometheus():
+    prom = _load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
     services = _compose()["services"]
-    for job, service in (("aqpipe-ingest", "ingest"), ("aqpipe-aggregator", "aggregator"),
-                         ("aqpipe-hj212-gateway", "hj212-gateway")):
-        env = services[service]["environment"]
-        port = _metrics_port(env, gateway=service == "hj212-gateway")
-        assert targets[job] == [f"{service}:{port}"]
-        assert f"{port}:{port}" in services[service]["ports"]
-        assert env["AQPIPE_METRICS__HOST"] == "0.0.0.0"  # reachable from the prometheus container
-        assert str(port) in json.dumps(services[service]["healthcheck"]["test"])
-        assert port == _metrics_port(_unit_env(DEPLOY / "systemd" / f"{job}.service"), gateway=service == "hj212-gateway")
-    assert (targets["aqpipe-ingest"][0][-4:], targets["aqpipe-hj212-gateway"][0][-4:]) == ("9108", "9109")
     assert prom["rule_files"] == ["aqpipe-rules.yml"]
-    prometheus = services["prometheus"]["volumes"]
-    assert "./prometheus/aqpipe-rules.yml:/etc/prometheus/aqpipe-rules.yml:ro" in prometheus
+    assert "./prometheus/aqpipe-rules.yml:/etc/prometheus/aqpipe-rules.yml:ro" in services["prometheus"]["volumes"]
     grafana_env = services["grafana"]["environment"]
     assert grafana_env["INFLUXDB_URL"].endswith(":-http://influxdb:8086}")
     assert grafana_env["PROMETHEUS_URL"].endswith(":-http://prometheus:9090}")
     for depends in (s.get("depends_on", []) for s in services.values()):
         assert set(depends) <= set(services)
 
-
 # --------------------------------------------------------------------------- metric names
 
 def _exported_metric_names() -> set[str]:
-    """Every series name the three services can expose (gateway metrics come with ingest.hj212_gateway)."""
+    """Every series name the aqpipe services can expose (what the CLI and aqpipe web register)."""
     suffixes = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count", "_created"),
                 "summary": ("", "_sum", "_count", "_created"), "info": ("_info",)}
     names = set()
@@ -363,6 +461,26 @@ def test_the_alert_rules_are_well_formed_and_gateway_rules_select_the_gateway_jo
             assert m.group(1) and 'job="aqpipe-hj212-gateway"' in m.group(1), rule["alert"]
     prom_jobs = {job["job_name"] for job in _load_yaml(DEPLOY / "prometheus" / "prometheus.yml")["scrape_configs"]}
     assert "aqpipe-hj212-gateway" in prom_jobs
+
+
+def _unlabelled_gauges() -> set[str]:
+    """Gauges every aqpipe process exports at 0, whichever service it runs (the CLI imports them all)."""
+    return {f.name for f in REGISTRY.collect()
+            if f.name.startswith("aqpipe_") and f.type == "gauge" and all(not s.labels for s in f.samples)}
+
+
+def test_rules_that_alert_on_an_unlabelled_gauge_at_zero_select_the_job_that_runs_its_service():
+    gauges = _unlabelled_gauges()
+    assert {"aqpipe_mqtt_connected", "aqpipe_aggregator_mqtt_connected", "aqpipe_alerts_mqtt_connected"} <= gauges
+    jobs = set(_prometheus_targets())
+    checked = 0
+    for rule in _alert_rules():
+        for m in re.finditer(r"\b(aqpipe_\w+)(\{[^}]*\})?\s*(==\s*0|<\s*1)(?![.\d])", rule["expr"]):
+            if m.group(1) in gauges:
+                job = re.search(r'job="([^"]+)"', m.group(2) or "")
+                assert job and job.group(1) in jobs, f"{rule['alert']}: {m.group(0)} fires on every other aqpipe process"
+                checked += 1
+    assert checked >= 4
 
 
 # --------------------------------------------------------------------------- the gateway's ops endpoint
