@@ -44,3 +44,51 @@ def to_line(reading: Reading) -> str:
     if reading.status is not None:
         fields += f',status="{_escape_str(reading.status)}"'
     return f"{_series_key(reading.measurement, reading.identity)}{fields} {reading.time_ns}"
+
+
+@lru_cache(maxsize=65536)
+def _template(series_key: str, names: tuple[str, ...]) -> str:
+    """`ambient,station=S1 pm25=%r,pm10=%r %d`: one %-format per point."""
+    fields = ",".join([f"{name.replace('%', '%%')}=%r" for name in names])
+    return f"{series_key.replace('%', '%%')}{fields} %d"
+
+class Rows:
+    """A message's readings as parallel columns, before (and mostly instead of) `Reading`
+    objects: ingest needs only their line protocol, built here straight from the decoded
+    payload; `readings()` builds the objects for the consumers that want them."""
+
+    __slots__ = ("measurement", "identity", "times", "values", "flags", "statuses")
+
+    def __init__(self, measurement: str, identity: str, times: list[int], values: list[dict[str, float]],
+                 flags: list[dict[str, str]], statuses: list[str | None]) -> None:
+        self.measurement = measurement
+        self.identity = identity
+        self.times = times  # UTC epoch ns
+        self.values = values
+        self.flags = flags  # per reading: value name -> flag, only when not "N"
+        self.statuses = statuses
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def readings(self) -> list[Reading]:
+        m, i = self.measurement, self.identity
+        return [Reading(m, i, t, v, f, s) for t, v, f, s in zip(self.times, self.values, self.flags, self.statuses)]
+
+    def lines(self) -> list[str]:
+        """Exactly `[to_line(r) for r in self.readings()]`, without the objects. The readings
+        of a message usually share their field names, so one %-template per set of names
+        formats a whole point in C (`%r` of a float is its `repr`, as in to_line)."""
+        key = _series_key(self.measurement, self.identity)
+        out: list[str] = []
+        names: tuple[str, ...] = ()
+        template = ""
+        for t, values, flags, status in zip(self.times, self.values, self.flags, self.statuses):
+            if flags or status is not None:
+                out.append(to_line(Reading(self.measurement, self.identity, t, values, flags, status)))
+                continue
+            if len(values) != len(names) or tuple(values) != names:
+                names = tuple(values)
+                template = _template(key, names)
+            out.append(template % (*values.values(), t))
+        return out

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aqpipe.errors import Reason, RejectedReading
 from aqpipe.pollutants import FIELDS, UnitError, conversion_factor
-from aqpipe.reading import IDENTITY_TAG, Reading
+from aqpipe.reading import IDENTITY_TAG, Reading, Rows
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
@@ -47,6 +47,14 @@ class _Envelope(BaseModel):
 
 def decode(measurement: str, identity: str, payload: bytes) -> list[Reading]:
     """Decode one MQTT payload into readings; raises RejectedReading for the whole message."""
+    decoded = decode_rows(measurement, identity, payload)
+    return decoded.readings() if isinstance(decoded, Rows) else decoded
+
+
+def decode_rows(measurement: str, identity: str, payload: bytes) -> Rows | list[Reading]:
+    """`decode`, without building `Reading` objects in the common case (known value names,
+    no nulls, no units: nothing to drop or convert), where the payload's own dicts become
+    the rows; raises the same RejectedReading, for the same first fault, as `decode`."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -72,30 +80,46 @@ def decode(measurement: str, identity: str, payload: bytes) -> list[Reading]:
     if measurement == "ambient" and (env.status is not None or any(i.status for i in env.readings or ())):
         raise RejectedReading(Reason.SCHEMA, "'status' is for stack outlets")
 
+    known = FIELDS[measurement]
     if env.readings is not None:
         if env.values is not None or env.time is not None:
             raise RejectedReading(Reason.SCHEMA, "a batch has 'readings' and no top-level 'time'/'values'")
-        if not env.readings:
+        items = env.readings
+        if not items:
             raise RejectedReading(Reason.SCHEMA, "'readings' is empty")
-        return [_reading(measurement, identity, item, env.units) for item in env.readings]
+        if not env.units and all(not i.units and _plain(known, i.values) for i in items):
+            rows = Rows(measurement, identity, [], [], [], [])
+            for i in items:  # item by item, each check in the order _reading makes them
+                rows.times.append(i.time * 1_000_000_000 if type(i.time) is int else parse_time(i.time))
+                rows.flags.append(_flags(i.flags, i.values))
+                rows.values.append(i.values)  # type: ignore[arg-type]  # _plain: no None
+                rows.statuses.append(i.status)
+            return rows
+        return [_reading(measurement, identity, i.time, i.values, i.flags, i.status, {**env.units, **i.units})
+                for i in items]
     if env.values is None or env.time is None:
         raise RejectedReading(Reason.SCHEMA, "a reading needs 'time' and 'values' (or a 'readings' list)")
-    # Already validated as part of the envelope: build the item without validating again.
-    item = _Item.model_construct(time=env.time, interval_s=env.interval_s, values=env.values, flags=env.flags,
-                                 units={}, status=env.status)
-    return [_reading(measurement, identity, item, env.units)]
+    if not env.units and _plain(known, env.values):
+        return Rows(measurement, identity, [parse_time(env.time)], [env.values],  # type: ignore[list-item]
+                    [_flags(env.flags, env.values)], [env.status])
+    return [_reading(measurement, identity, env.time, env.values, env.flags, env.status, env.units)]
 
 
-def _reading(measurement: str, identity: str, item: _Item, envelope_units: dict[str, str]) -> Reading:
+def _plain(known: dict[str, str], values: dict[str, float | None]) -> bool:
+    """Stored as sent: known names, no nulls. Finite and range checks are the Validator's,
+    which every decoded reading passes through."""
+    return known.keys() >= values.keys() and None not in values.values()
+
+
+def _reading(measurement: str, identity: str, time: Time, item_values: dict[str, float | None], item_flags: dict[str, str],
+             status: str | None, units: dict[str, str]) -> Reading:
+    """One reading of a message that is not all plain: per reading, as the plain ones are
+    not checked for finite values here (the Validator does) and the others are."""
     known = FIELDS[measurement]
-    units = {**envelope_units, **item.units} if envelope_units else item.units
-    values = item.values
-    if not units and known.keys() >= values.keys() and None not in values.values():
-        # The common case: known names, no nulls, no conversion. Finite and range
-        # checks are the Validator's, which every decoded reading passes through.
-        return Reading(measurement, identity, parse_time(item.time), values, _flags(item), item.status)
+    if not units and _plain(known, item_values):
+        return Reading(measurement, identity, parse_time(time), item_values, _flags(item_flags, item_values), status)  # type: ignore[arg-type]
     values = {}
-    for name, value in item.values.items():
+    for name, value in item_values.items():
         if name not in known:
             raise RejectedReading(Reason.UNKNOWN_POLLUTANT, f"{name!r} is not a {measurement} value (known: {', '.join(known)})")
         if value is None:  # an explicit null: not measured this interval
@@ -111,19 +135,19 @@ def _reading(measurement: str, identity: str, item: _Item, envelope_units: dict[
     for name in units:
         if name not in known:
             raise RejectedReading(Reason.UNKNOWN_POLLUTANT, f"unit given for unknown value {name!r}")
-    return Reading(measurement, identity, parse_time(item.time), values, _flags(item), item.status)
+    return Reading(measurement, identity, parse_time(time), values, _flags(item_flags, item_values), status)
 
 
-def _flags(item: _Item) -> dict[str, str]:
-    if not item.flags:
+def _flags(flags: dict[str, str], values: dict[str, float | None]) -> dict[str, str]:
+    if not flags:
         return {}
-    flags = {}
-    for name, flag in item.flags.items():
-        if name not in item.values:
+    out = {}
+    for name, flag in flags.items():
+        if name not in values:
             raise RejectedReading(Reason.SCHEMA, f"flag for {name!r}, which has no value")
         if flag != "N":
-            flags[name] = flag
-    return flags
+            out[name] = flag
+    return out
 
 
 def parse_time(value: Any) -> int:
