@@ -81,13 +81,13 @@ class Rows:
         formats a whole point in C (`%r` of a float is its `repr`, as in to_line)."""
         key = _series_key(self.measurement, self.identity)
         out: list[str] = []
-        names: tuple[str, ...] = ()
+        names: tuple[str, ...] | None = None
         template = ""
         for t, values, flags, status in zip(self.times, self.values, self.flags, self.statuses):
             if flags or status is not None:
                 out.append(to_line(Reading(self.measurement, self.identity, t, values, flags, status)))
                 continue
-            if len(values) != len(names) or tuple(values) != names:
+            if names is None or len(values) != len(names) or tuple(values) != names:
                 names = tuple(values)
                 template = _template(key, names)
             out.append(template % (*values.values(), t))
