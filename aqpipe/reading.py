@@ -48,9 +48,31 @@ def to_line(reading: Reading) -> str:
 
 @lru_cache(maxsize=65536)
 def _template(series_key: str, names: tuple[str, ...]) -> str:
-    """`ambient,station=S1 pm25=%r,pm10=%r %d`: one %-format per point."""
-    fields = ",".join([f"{name.replace('%', '%%')}=%r" for name in names])
+    """`ambient,station=S1 pm25=%s,pm10=%s %d`: one %-format per point."""
+    fields = ",".join([f"{name.replace('%', '%%')}=%s" for name in names])
     return f"{series_key.replace('%', '%%')}{fields} %d"
+
+
+_FLOAT_TEXT_MAX = 200_000
+
+
+class _FloatText(dict[float, str]):
+    """`repr` of floats, remembered: float repr (shortest round-trip digits) is most of the
+    cost of a line, and readings repeat values (a few decimals in a physical range), so a
+    dict lookup replaces most of them. Zeros are not kept (0.0 == -0.0 as keys, and their
+    texts differ), nor NaN (never equal to itself); the dict is emptied when full."""
+
+    def __missing__(self, value: float) -> str:
+        text = repr(value)
+        if value != 0 and value == value:
+            if len(self) >= _FLOAT_TEXT_MAX:
+                self.clear()
+            self[value] = text
+        return text
+
+
+_float_text = _FloatText()
+
 
 class Rows:
     """A message's readings as parallel columns, before (and mostly instead of) `Reading`
@@ -78,8 +100,11 @@ class Rows:
     def lines(self) -> list[str]:
         """Exactly `[to_line(r) for r in self.readings()]`, without the objects. The readings
         of a message usually share their field names, so one %-template per set of names
-        formats a whole point in C (`%r` of a float is its `repr`, as in to_line)."""
+        formats a whole point in C, with each value's `repr` (as in to_line) mostly looked up.
+        The values are floats (as the JSON decoder makes them): an int would take the text
+        of an equal float."""
         key = _series_key(self.measurement, self.identity)
+        text = _float_text.__getitem__
         out: list[str] = []
         names: tuple[str, ...] | None = None
         template = ""
@@ -90,5 +115,5 @@ class Rows:
             if names is None or len(values) != len(names) or tuple(values) != names:
                 names = tuple(values)
                 template = _template(key, names)
-            out.append(template % (*values.values(), t))
+            out.append(template % (*map(text, values.values()), t))
         return out
