@@ -35,6 +35,9 @@ class Validator:
         done in bulk first (one pass over all times, values and flags, in C), and reading by
         reading only if that finds something to reject or a negative value to look at."""
         times, values = rows.times, rows.values
+        if len(times) == 1:  # one reading: nothing to gain from the bulk pass
+            self._check(rows.measurement, times[0], values[0], rows.flags[0], now_ns)
+            return
         if (min(times) >= now_ns - self.retention_ns and max(times) <= now_ns + self.future_ns and all(values)
                 and math.isfinite(sum(map(sum, map(dict.values, values))))
                 and min(map(min, map(dict.values, values))) >= 0
