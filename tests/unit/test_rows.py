@@ -8,8 +8,10 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from aqpipe.decode import MessageDecoder
+from aqpipe.decoders import json as json_decoder
 from aqpipe.errors import RejectedReading
 from aqpipe.pollutants import AMBIENT_FIELDS, STACK_FIELDS
 from aqpipe.reading import Rows, to_line
@@ -71,3 +73,43 @@ def test_ingest_lines_of_every_good_json_example_are_its_readings_lines():
         payload = json.dumps(case["payload"]).encode() if not isinstance(case["payload"], str) else case["payload"].encode()
         now = 1795500300 * 10**9 + 60 * 10**9
         assert decoder.decode(case["topic"], payload, now).lines == [to_line(r) for r in decoder.decode(case["topic"], payload, now)]
+
+
+plausible = st.sampled_from([None, {}, {"pm25": 1.5}, {"pm25": None}, {"pm25": "x"}, {"pm25": 1}, {"so2": "D"}, {"pm25": "ug/m3"},
+                             1, 0, -1, 2.5, "2026-01-01T00:00:00Z", "S1", "", True, [], "running", "bogus", float("nan")])
+VALID = {"station": ["S1", None], "outlet": ["O1", None], "time": [1795500300, 1795500300.5, "2026-01-01T00:00:00+08:00", None],
+         "interval_s": [60, None], "values": [{"pm25": 1.5}, {"pm25": None, "so2": 2}, {}, {"x": float("inf")}],
+         "flags": [{}, {"pm25": "D"}], "units": [{}, {"so2": "ppb"}], "status": ["running", "startup", None], "extra": []}
+
+
+def _value(key: str, inner: st.SearchStrategy | None = None) -> st.SearchStrategy:
+    good = [st.sampled_from(VALID[key])] if VALID.get(key) else []
+    if inner is not None:
+        good.append(st.lists(inner, max_size=3) | st.none())
+    return st.one_of(*good, plausible) if good else plausible
+
+
+def _docs(keys: list[str], required: list[str], inner: st.SearchStrategy | None = None) -> st.SearchStrategy:
+    strategy = {k: _value(k, inner if k == "readings" else None) for k in keys}
+    return st.fixed_dictionaries({k: strategy[k] for k in required},
+                                 optional={k: v for k, v in strategy.items() if k not in required})
+
+
+ITEM_KEYS = ["time", "interval_s", "values", "flags", "units", "status", "extra"]
+item = _docs(ITEM_KEYS, ["time", "values"]) | st.sampled_from([None, 1, "x", []])
+envelope = _docs(["station", "outlet", "readings"] + ITEM_KEYS, ["station"], item)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(envelope)
+def test_the_fast_schema_accepts_exactly_what_the_models_accept_with_the_same_values(doc):
+    text = json.dumps(doc)
+    try:
+        model = json_decoder._Envelope.model_validate_json(text).model_dump(exclude_unset=True)
+    except ValidationError:
+        model = None
+    try:
+        fast = json_decoder._FAST.validate_json(text)
+    except ValidationError:
+        fast = None
+    assert json.dumps(fast, sort_keys=True) == json.dumps(model, sort_keys=True)
