@@ -95,7 +95,8 @@ class Rows:
 
     def readings(self) -> list[Reading]:
         m, i = self.measurement, self.identity
-        return [Reading(m, i, t, v, f, s) for t, v, f, s in zip(self.times, self.values, self.flags, self.statuses)]
+        # dict(f): a reading's flags are its own (rows may share one empty dict).
+        return [Reading(m, i, t, v, dict(f), s) for t, v, f, s in zip(self.times, self.values, self.flags, self.statuses)]
 
     def lines(self) -> list[str]:
         """Exactly `[to_line(r) for r in self.readings()]`, without the objects. The readings
