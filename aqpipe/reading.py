@@ -47,9 +47,11 @@ def to_line(reading: Reading) -> str:
 
 
 @lru_cache(maxsize=65536)
-def _template(series_key: str, names: tuple[str, ...]) -> str:
-    """`ambient,station=S1 pm25=%s,pm10=%s %d`: one %-format per point."""
+def _template(series_key: str, names: tuple[str, ...], status: str | None) -> str:
+    """`stack,outlet=O1 so2=%s,nox=%s,status="running" %d`: one %-format per point."""
     fields = ",".join([f"{name.replace('%', '%%')}=%s" for name in names])
+    if status is not None:
+        fields += f',status="{_escape_str(status)}"'.replace("%", "%%")
     return f"{series_key.replace('%', '%%')}{fields} %d"
 
 
@@ -108,13 +110,13 @@ class Rows:
         text = _float_text.__getitem__
         out: list[str] = []
         names: tuple[str, ...] | None = None
-        template = ""
+        template, last_status = "", None
         for t, values, flags, status in zip(self.times, self.values, self.flags, self.statuses):
-            if flags or status is not None:
+            if flags:
                 out.append(to_line(Reading(self.measurement, self.identity, t, values, flags, status)))
                 continue
-            if names is None or len(values) != len(names) or tuple(values) != names:
-                names = tuple(values)
-                template = _template(key, names)
+            if names is None or status != last_status or len(values) != len(names) or tuple(values) != names:
+                names, last_status = tuple(values), status
+                template = _template(key, names, status)
             out.append(template % (*map(text, values.values()), t))
         return out

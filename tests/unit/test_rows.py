@@ -20,7 +20,7 @@ from aqpipe.validate import Validator
 
 NOW_NS = 1795500300 * 10**9
 NAMES = {"ambient": sorted(AMBIENT_FIELDS), "stack": sorted(STACK_FIELDS)}
-identities = st.text(alphabet="aZ0-_ ,=\\\"%rd", min_size=1, max_size=8)
+identities = st.text(alphabet="aZ0-_ ,=\\\"%rds", min_size=1, max_size=8)
 floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -0.0, 1e-7, 35.2, -3.0, -300.0, 1e308])
 times = st.integers(NOW_NS - 500 * 86400 * 10**9, NOW_NS + 600 * 10**9)
 flag_letters = st.sampled_from(["D", "M", "K", "x", "1", "Dd", 'a"b', "\\"])
@@ -38,7 +38,7 @@ def rows(draw: st.DrawFn) -> Rows:
         v = {k: draw(floats) for k in keys}
         values.append(v)
         flags.append({k: draw(flag_letters) for k in v if draw(st.integers(0, 4)) == 0})
-    statuses = [draw(st.sampled_from([None, "running", "stopped"])) if measurement == "stack" else None for _ in range(n)]
+    statuses = [draw(st.sampled_from([None, "running", "stopped", "a=%s\"\\"])) if measurement == "stack" else None for _ in range(n)]
     return Rows(measurement, draw(identities), [draw(times) for _ in range(n)], values, flags, statuses)
 
 
