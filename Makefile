@@ -38,6 +38,7 @@ bench: deps venv
 	$(PY) bench/hj212.py
 	$(PY) bench/aqi.py
 	$(PY) bench/outage.py
+	$(PY) bench/alerts.py
 
 servers-up: deps
 	$(PYTHON) scripts/servers.py up --dir $(RUN_DIR) mosquitto influxdb

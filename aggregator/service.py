@@ -39,7 +39,7 @@ from aqpipe.influx import InfluxQL, QueryError, WriteError, make_writer
 from aqpipe.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
 from aqpipe.reading import IDENTITY_TAG
 from aqpipe.registry import Registry
-from aqpipe.supervision import Policy, Supervisor
+from aqpipe.supervision import Policy, Supervisor, logged_only
 from aqpipe.topics import subscriptions
 
 log = logging.getLogger("aqpipe.aggregator")
@@ -66,10 +66,10 @@ class AggregatorService:
         self.status_interval_s = self.acfg.status_interval_s
         self.client = make_client(cfg.mqtt, client_id=self.acfg.client_id, manual_ack=True)
         guard = self.supervisor.callback  # nothing escapes into paho's loop (it would end the thread)
-        self.client.on_connect = guard(MQTT_THREAD, self._on_connect, _logged_only)
-        self.client.on_disconnect = guard(MQTT_THREAD, self._on_disconnect, _logged_only)
+        self.client.on_connect = guard(MQTT_THREAD, self._on_connect, logged_only)
+        self.client.on_disconnect = guard(MQTT_THREAD, self._on_disconnect, logged_only)
         self.client.on_message = guard(MQTT_THREAD, self._on_message, self._on_message_failed)
-        self.client.on_subscribe = guard(MQTT_THREAD, self._on_subscribe, _logged_only)
+        self.client.on_subscribe = guard(MQTT_THREAD, self._on_subscribe, logged_only)
         self.supervisor.watch(MQTT_THREAD, lambda: getattr(self.client, "_thread", None))
         self._generation = 0
         self._accepting = True
@@ -461,10 +461,6 @@ class AggregatorService:
 def _output_of(kind: str, p: Point) -> OutputKey:
     """The rollup a point is the value of."""
     return OutputKey(kind, p.tags[IDENTITY_TAG[kind]], "day" if p.measurement == "aqi_daily" else "hour", p.time_s)
-
-
-def _logged_only(*args) -> None:
-    """A connection callback raised: logged and counted by the supervisor; nothing to set aside."""
 
 
 def _day_runs(*outputs: dict[OutputKey, int]) -> list[dict[OutputKey, int]]:

@@ -6,6 +6,7 @@ import argparse
 import json
 import socket
 import sys
+from collections.abc import Callable, Sequence
 
 from aqpipe.cliutil import AddCommon
 from aqpipe.config import Config, load_config
@@ -13,8 +14,14 @@ from aqpipe.errors import ConfigError
 from aqpipe.influx import InfluxQL
 from aqpipe.registry import Registry
 
+# A service's own data-file check (e.g. the alert rules), passed in by aqpipe/cli.py so the
+# core never imports a service: returns a line saying what it validated, or raises ConfigError.
+ExtraCheck = Callable[[Config], str]
+_EXTRA_CHECKS: list[ExtraCheck] = []
 
-def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
+
+def register(sub: argparse._SubParsersAction, add_common: AddCommon, checks: Sequence[ExtraCheck] = ()) -> None:
+    _EXTRA_CHECKS[:] = list(checks)
     p = sub.add_parser("check-config", help="validate the configuration and say what is wrong, by key",
                        description="Load aqpipe.toml plus AQPIPE_* environment overrides, validate, print the "
                                    "effective settings (secrets masked). Exit 0 when valid, 2 otherwise.")
@@ -37,6 +44,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         registry = Registry.load(cfg.registry_path)
         cfg.mqtt.secret()
         cfg.influx.secret()
+        extra = [check(cfg) for check in _EXTRA_CHECKS]
     except ConfigError as e:
         print("configuration is NOT valid:", file=sys.stderr)
         print(e.detail if e.detail.startswith(e.key) else f"{e.key}: {e.detail}", file=sys.stderr)
@@ -46,6 +54,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"HJ 212 secrets: {len(registry.hj212_keys)} SM4 keys (values not shown)")
     for problem in registry.hj212_problems():
         print(f"warning: {problem}")
+    for line in extra:
+        print(line)
     print(json.dumps(_masked(cfg), indent=2, ensure_ascii=False))
     if not args.ping:
         return 0

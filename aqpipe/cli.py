@@ -12,6 +12,11 @@ import sys
 from aggregator import aqi_cli
 from aggregator import commands as aggregator_commands
 from aggregator.service import AggregatorService
+from alerts import commands as alerts_commands
+from alerts import rules as alert_rules
+from alerts.cases import commands as cases_commands
+from alerts.service import AlertsService
+from alerts.web import commands as web_commands
 from aqpipe import check_config, logs, simulator
 from aqpipe.cliutil import add_common, load_or_exit
 from aqpipe.decoders import hj212_cli
@@ -30,16 +35,17 @@ AQPIPE_MQTT__PORT=1884, AQPIPE_INFLUX__URL=..., AQPIPE_DATA_DIR=...
 """
 
 # The services `aqpipe run` starts together, in start order.
-RUN_SERVICES = [("ingest", IngestService), ("aggregator", AggregatorService)]
+RUN_SERVICES = [("ingest", IngestService), ("aggregator", AggregatorService), ("alerts", AlertsService),
+                ("web", web_commands.web_service)]
 
 
 def _register_run(sub: argparse._SubParsersAction) -> None:
     names = " + ".join(name for name, _ in RUN_SERVICES)
     p = sub.add_parser("run", help=f"run every service in one process ({names})",
                        description=f"Run the services together in one process: {names}. "
-                                   "Each can also run on its own (aqpipe ingest, aqpipe aggregate); they share "
-                                   "nothing but MQTT topics and InfluxDB. Exit 0 after SIGTERM, 70 when a thread of "
-                                   "either keeps failing (threads.max_restarts; systemd restarts it).")
+                                   "Each can also run on its own (aqpipe ingest, aqpipe aggregate, aqpipe alerts); they "
+                                   "share nothing but MQTT topics, InfluxDB and (alerts) the case database. Exit 0 after "
+                                   "SIGTERM, 70 when a thread of any keeps failing (threads.max_restarts; systemd restarts it).")
     add_common(p)
     p.set_defaults(func=lambda args: run_services(load_or_exit(args.config), RUN_SERVICES))
 
@@ -49,12 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     ingest_commands.register(sub, add_common)
     _register_run(sub)
-    check_config.register(sub, add_common)
+    check_config.register(sub, add_common, checks=[alert_rules.check_rules])
     aggregator_commands.register(sub, add_common)
+    alerts_commands.register(sub, add_common)
     hj212_gateway.register(sub, add_common)
     simulator.register(sub, add_common)
     hj212_cli.register(sub)
     aqi_cli.register(sub)
+    cases_commands.register(sub, add_common)
+    web_commands.register(sub, add_common)
     return parser
 
 

@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from aqpipe.errors import ConfigError
 
@@ -168,6 +168,19 @@ class AlertsConfig(_Section):
     client_id: str = "aqpipe-alerts"  # its own persistent MQTT session
     alertmanager_url: str | None = None  # e.g. http://127.0.0.1:9093; none = the Alertmanager channel is off
     case_url_template: str = "http://127.0.0.1:9120/cases/{case_id}"
+    rules_file: Path | None = None  # default: the shipped alerts/rules.toml
+    # Firing alerts are re-posted this often; keep it well under Alertmanager's resolve_timeout.
+    resend_s: float = Field(60.0, gt=0)
+    webhook_url: str | None = None  # generic signed webhook; none = off
+    webhook_secret_file: Path | None = None  # HMAC-SHA256 key of X-Aqpipe-Signature
+    mqtt_publish: bool = True  # aq/v1/alerts/{fingerprint}, retained while firing
+    influx_events: bool = True  # alert_events points in InfluxDB
+    notify_attempts: int = Field(5, ge=1)  # per channel and notification, with exponential backoff
+    notify_backoff_s: float = Field(0.5, gt=0)  # first retry delay; doubles, capped at 30 s
+    notify_timeout_s: float = Field(5.0, gt=0)
+    dq_interval_s: float = Field(60.0, gt=0)  # timer rules (deadlines, silence, stuck, valid rate) run this often
+    # After the broker lost our session: replay the aggregator's stored rollups of this many hours.
+    catch_up_hours: float = Field(48.0, ge=0)
 
 
 class CasesConfig(_Section):
@@ -177,12 +190,27 @@ class CasesConfig(_Section):
     reinspection_days: int = Field(30, ge=1)  # re-inspection due this many days after an order is served (MEP Order 28)
     enterprise_report_hours: float = Field(48.0, gt=0)  # the enterprise's exceedance report is due this long after a case opens
 
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")):
+            raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST[:PORT]/DB (PostgreSQL through "
+                             f"psycopg 3), got {url.split('://')[0]}://...")
+        return url
+
 
 class WebConfig(_Section):
     """[web]: `aqpipe web`, the inspectors' case desk, the JSON API and the public pages."""
 
     host: str = "127.0.0.1"
     port: int = Field(9120, ge=1, le=65535)
+    users_file: Path | None = None  # users and API tokens, hashed (alerts/web/README.md); default DATA_DIR/web-users.toml
+    session_key_file: Path | None = None  # signs session cookies; default DATA_DIR/web-session.key, created 0600
+    cookie_secure: bool = False  # true when served over https (behind a TLS proxy): cookies get Secure
+    session_ttl_s: int = Field(8 * 3600, ge=60)
+    login_max_failures: int = Field(5, ge=1)  # per username and per client address, within login_window_s
+    login_window_s: int = Field(900, ge=1)
+    trusted_proxies: str = ""  # e.g. "127.0.0.1": take the client address from their X-Forwarded-For
 
 
 class Config(_Section):

@@ -68,6 +68,8 @@ def run_services(cfg: Config, factories: list[tuple[str, ServiceFactory]]) -> in
                 ops.add_check(service.ready)
         log.info("event=starting services=%s %s", ",".join(n for n, _ in services), where_to_look(cfg))
         for name, service in services:
+            if ops is not None:  # before start: /readyz must not answer 200 for a service not yet up
+                ops.add_check(service.ready)
             service.start()
             started.append((name, service))
     except (ConfigError, OSError) as e:

@@ -4,7 +4,9 @@ About twenty ambient stations with diurnal patterns (PM2.5 peaking morning and
 evening with the traffic, O3 in the afternoon sun, NO2 opposite to O3), weather,
 two stack outlets publishing JSON and one data logger sending HJ 212-2017 minute
 frames, calibration flags at the top of some hours, and a small share of malformed
-messages that ingest must dead-letter. Station ids and the logger's MN match the
+messages that ingest must dead-letter. The JSON outlets exceed their permit limits at
+their load peaks a few hours a day, and the coal outlet from 2 h before the start to 1 h
+after, so the alerts service fires (and opens a case) within minutes of `make run`. Station ids and the logger's MN match the
 registry in deploy/config/.
 """
 
@@ -89,10 +91,30 @@ def ambient_values(st: Station, t: datetime, rng: random.Random) -> dict[str, fl
     }
 
 
-def stack_values(fuel: str, t: datetime, rng: random.Random) -> dict[str, float]:
+# Load peaks (China local hours) when the JSON outlets exceed their permit limits, so the
+# alerts service has something to say every day: the coal outlet's SO2 (permit 35 mg/m³)
+# at the morning and evening peaks, the gas outlet's NOx (permit 50 mg/m³) an hour later.
+SURGE_HOURS = {"coal": (7, 19), "gas": (8, 20)}
+SURGE_FACTOR = {"coal": ("so2", 1.9), "gas": ("nox", 1.6)}
+# The coal outlet also exceeds from 2 h before the simulator starts to 1 h after, so a
+# newcomer running `make run` sees a firing alert and its case within minutes.
+STARTUP_SURGE = (timedelta(hours=-2), timedelta(hours=1))
+
+
+def surging(fuel: str, t: datetime, started: datetime | None = None) -> bool:
+    """Whether an outlet of this fuel runs over its limit at `t` (see SURGE_HOURS)."""
+    if t.astimezone(CST).hour in SURGE_HOURS[fuel]:
+        return True
+    return fuel == "coal" and started is not None and started + STARTUP_SURGE[0] <= t < started + STARTUP_SURGE[1]
+
+
+def stack_values(fuel: str, t: datetime, rng: random.Random, surge: bool = False) -> dict[str, float]:
     o2 = rng.uniform(7.5, 10.5) if fuel == "coal" else rng.uniform(3.0, 5.0)
     so2 = (28 if fuel == "coal" else 4) * rng.lognormvariate(0, 0.2)
     nox = (42 if fuel == "coal" else 45) * rng.lognormvariate(0, 0.15)
+    if surge:
+        name, factor = SURGE_FACTOR[fuel]
+        so2, nox = (so2 * factor, nox) if name == "so2" else (so2, nox * factor)
     return {"so2": round(so2, 1), "nox": round(nox, 1), "pm": round(6 * rng.lognormvariate(0, 0.2), 1), "o2": round(o2, 2),
             "temp": round(rng.uniform(95, 130), 1), "flow": round(rng.uniform(90000, 110000)), "velocity": round(rng.uniform(11, 14), 1),
             "humidity": round(rng.uniform(8, 12), 1), "pressure": round(rng.uniform(100.8, 101.5), 2)}
@@ -176,7 +198,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     if t >= now:
                         break
                     batch.append({"time": t.astimezone(CST).isoformat(), "interval_s": 60,
-                                  "values": stack_values(fuel, t, rng), "status": "running"})
+                                  "values": stack_values(fuel, t, rng, surging(fuel, t, now)), "status": "running"})
                     t += timedelta(seconds=60)
                 publish(f"aq/v1/stack/{outlet}", json.dumps({"outlet": outlet, "readings": batch}).encode())
                 counts["readings"] += len(batch)
@@ -197,7 +219,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 counts["malformed"] += 1
         for outlet, fuel in OUTLETS:
             msg = {"outlet": outlet, "time": t.astimezone(CST).isoformat(), "interval_s": interval,
-                   "values": stack_values(fuel, t, rng), "status": "running"}
+                   "values": stack_values(fuel, t, rng, surging(fuel, t, now)), "status": "running"}
             publish(f"aq/v1/stack/{outlet}", json.dumps(msg).encode())
             counts["readings"] += 1
         minute = t.replace(second=0) - timedelta(minutes=1)  # the minute just completed

@@ -219,6 +219,11 @@ class Supervisor:
         log.error("event=thread_error thread=%s error=%r", health.name, _text(e), exc_info=e)
 
 
+def logged_only(*args: Any) -> None:
+    """`on_error` for callbacks whose input needs nothing set aside (on_connect, on_subscribe,
+    on_disconnect): the supervisor has logged and counted the error already."""
+
+
 def _text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:300]
 

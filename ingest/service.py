@@ -21,7 +21,7 @@ from aqpipe.influx import InfluxQL, make_writer
 from aqpipe.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
 from aqpipe.registry import Registry
 from ingest.spool import Spool
-from aqpipe.supervision import Policy, Supervisor
+from aqpipe.supervision import Policy, Supervisor, logged_only
 from aqpipe.topics import subscriptions
 
 log = logging.getLogger("aqpipe.ingest")
@@ -50,10 +50,10 @@ class IngestService:
         # An exception must not escape into paho's loop: it would end the network thread
         # (no more messages, no acks) while the process stays up.
         guard = self.supervisor.callback
-        self.client.on_connect = guard(MQTT_THREAD, self._on_connect, _logged_only)
-        self.client.on_disconnect = guard(MQTT_THREAD, self._on_disconnect, _logged_only)
+        self.client.on_connect = guard(MQTT_THREAD, self._on_connect, logged_only)
+        self.client.on_disconnect = guard(MQTT_THREAD, self._on_disconnect, logged_only)
         self.client.on_message = guard(MQTT_THREAD, self._on_message, self._on_message_failed)
-        self.client.on_subscribe = guard(MQTT_THREAD, self._on_subscribe, _logged_only)
+        self.client.on_subscribe = guard(MQTT_THREAD, self._on_subscribe, logged_only)
         self.supervisor.watch(MQTT_THREAD, lambda: getattr(self.client, "_thread", None))
         # Acks only make sense on the connection a message arrived on: after a reconnect
         # the broker redelivers what we had not acked, and a stale mid may name another message.
@@ -168,10 +168,6 @@ class IngestService:
         return (f"received={self.received} written={b.written} deadlettered={b.deadlettered} "
                 f"inflight={self.inflight} mqtt={'up' if self.connected.is_set() else 'down'} "
                 f"influx={'down' if b.influx_down.is_set() else 'up'}{spool} write_failures={b.failed_attempts}")
-
-
-def _logged_only(*args) -> None:
-    """A connection callback raised: logged and counted by the supervisor; nothing to set aside."""
 
 
 def _lock_data_dir(data_dir: Path) -> IO:

@@ -17,6 +17,8 @@ have_cmd promtool /usr/bin/promtool || need+=(prometheus)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 have_cmd chromium /usr/bin/chromium || need+=(chromium)
 have_cmd chromedriver /usr/bin/chromedriver || need+=(chromium-driver)
+# A CJK font, so the browser tests' screenshots of the Chinese pages show text, not boxes.
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 have_cmd curl /usr/bin/curl || need+=(curl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 

@@ -7,10 +7,13 @@ the caller owns: `with engine.begin() as conn: store.transition(conn, ...)`.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url, text
 
 from aqpipe.config import Config
@@ -19,6 +22,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Any constant: migrate() holds this PostgreSQL advisory lock so that two services starting
 # together (aqpipe alerts, aqpipe web) do not both create the tables.
 _MIGRATION_LOCK = 0x61717069  # "aqpi"
+log = logging.getLogger("aqpipe.cases")
 
 
 def database_url(cfg: Config) -> str:
@@ -67,20 +71,31 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the database to the newest migration (alembic upgrade head), in one transaction."""
+def migrate(engine: Engine) -> list[str]:
+    """Bring the database to the newest migration (alembic upgrade head), in one transaction.
+    Returns the revisions applied (none when it was already current)."""
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    alembic_log.setLevel(logging.WARNING)  # its INFO lines ("Context impl ...") would show on every CLI call
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+            before = MigrationContext.configure(conn).get_current_revision()
+            if before == head:
+                return []
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    finally:
+        alembic_log.setLevel(level)
+    log.info("event=case_db_migrated from=%s to=%s url=%s", before, head, engine.url.render_as_string(hide_password=True))
+    return [head]
 
 
 def current_revision(engine: Engine) -> str | None:
     """The migration the database is at (None: not migrated)."""
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, and_, or_, select
 
 from alerts.cases.audit import record_case_event, record_mark_event
 from alerts.cases.errors import MarkError, MarkNotFound
-from alerts.cases.schema import case_hours, cases, mark_events, marks
+from alerts.cases.schema import TERMINAL_STATES, case_hours, cases, mark_events, marks
 from alerts.cases.timeutil import require_aware
 
 HOUR = timedelta(hours=1)
@@ -95,6 +95,14 @@ class Mark:
                 "removed_reason": self.removed_reason}
 
 
+ALL_POLLUTANTS = ("*", "all", "")
+
+
+def _pollutant(p: str | None) -> str | None:
+    """None for a mark of every pollutant ('*', 'all', '' and None all mean that)."""
+    return None if p is None or p.strip().lower() in ALL_POLLUTANTS else p.strip()
+
+
 def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t is not None else None
 
@@ -121,7 +129,7 @@ def add_mark(conn: Connection, *, outlet: str, pollutant: str | None, type: str,
     if not by.strip():
         raise MarkError("a mark needs who entered it (by)")
     mark_id = conn.execute(marks.insert().values(
-        outlet=outlet, pollutant=pollutant or None, type=kind.key, start=start, end=end, reason=reason.strip(),
+        outlet=outlet.strip(), pollutant=_pollutant(pollutant), type=kind.key, start=start, end=end, reason=reason.strip(),
         evidence_ref=evidence_ref or None, created_by=by, created_at=at)).inserted_primary_key[0]
     mark = get_mark(conn, int(mark_id))
     changed = _reevaluate(conn, mark, by, at)
@@ -160,8 +168,8 @@ def list_marks(conn: Connection, outlet: str | None = None, pollutant: str | Non
     q = select(marks).order_by(marks.c.start.desc(), marks.c.id.desc())
     if outlet:
         q = q.where(marks.c.outlet == outlet)
-    if pollutant:
-        q = q.where(or_(marks.c.pollutant == pollutant, marks.c.pollutant.is_(None)))
+    if pollutant and _pollutant(pollutant) is not None:
+        q = q.where(or_(marks.c.pollutant == _pollutant(pollutant), marks.c.pollutant.is_(None)))
     if end is not None:
         q = q.where(marks.c.start < end)
     if start is not None:
@@ -177,13 +185,17 @@ def mark_history(conn: Connection, mark_id: int) -> list[dict[str, Any]]:
     return [{"at": r.at.isoformat(), "by": r.by, "action": r.action, "note": r.note, "data": r.data} for r in rows]
 
 
-def exempting_mark(conn: Connection, outlet: str, pollutant: str, start: datetime, end: datetime) -> Mark | None:
+def exempting_mark(conn: Connection, outlet: str, pollutant: str | None, start: datetime,
+                   end: datetime) -> Mark | None:
     """An active exempting mark of the outlet (this pollutant or all) overlapping [start, end),
-    the earliest entered first; None when the period is to be judged."""
+    the earliest entered first; None when the period is to be judged. With pollutant None or
+    '*' (the whole outlet, e.g. an outlet gone silent) only marks of all pollutants count."""
     exempting = [t.key for t in MARK_TYPES.values() if t.exempting]
+    pollutant = _pollutant(pollutant)
     q = (select(marks).where(
         marks.c.outlet == outlet,
-        or_(marks.c.pollutant == pollutant, marks.c.pollutant.is_(None)),
+        marks.c.pollutant.is_(None) if pollutant is None
+        else or_(marks.c.pollutant == pollutant, marks.c.pollutant.is_(None)),
         marks.c.type.in_(exempting),
         marks.c.removed_at.is_(None),
         marks.c.start < require_aware(end, "end"),
@@ -199,8 +211,11 @@ def hour_exemption(conn: Connection, outlet: str, pollutant: str, hour_end: date
 
 
 def _reevaluate(conn: Connection, mark: Mark, by: str, at: datetime) -> list[dict[str, Any]]:
-    """Re-judge every case hour this mark's interval touches; audit each change on its case."""
-    covered = [cases.c.outlet == mark.outlet, case_hours.c.hour_end > mark.start]
+    """Re-judge every hour of a running case this mark's interval touches; audit each change on its case."""
+    # Cases that ended (dismissed, closed) keep the evidence they were decided on: a mark
+    # entered or withdrawn afterwards is audited on the mark, not applied to them.
+    covered = [cases.c.outlet == mark.outlet, case_hours.c.hour_end > mark.start,
+               cases.c.status.not_in(TERMINAL_STATES)]
     if mark.pollutant is not None:
         covered.append(cases.c.pollutant == mark.pollutant)
     if mark.end is not None:

@@ -1,10 +1,11 @@
 """The bureau's case workflow as data: states, the transitions allowed between them, what
 each transition requires, and what it sets in motion (domain/enforcement.md).
 
-    open 待核实 ─┬─> verified 已核实 ─┬─> filed 立案 ─┬─> ordered 责令改正 ──> reinspected 复查
-                 │                    │               │        ^                  │  │
-                 └─> dismissed 不予立案 <┘             │        └── continuing ────┘  │ corrected
-                                                      └─> closed 结案 <──────────────┘
+    open 待核实        -> verified 已核实 | dismissed 不予立案
+    verified 已核实    -> filed 立案 | dismissed 不予立案
+    filed 立案         -> ordered 责令改正 | closed 结案
+    ordered 责令改正   -> reinspected 复查
+    reinspected 复查   -> ordered (found continuing or refused: the loop) | closed (found corrected)
 
 The store (`store.transition`) looks a transition up here, checks its fields with
 `check_fields`, and applies its `effects` by name; nothing else decides what is allowed.
@@ -58,6 +59,12 @@ MEASURE_KINDS: dict[str, str] = {
     "transfer": "移送",
     "no_penalty": "免于处罚",
 }
+
+
+# Measures that run over a period must say when they start (domain/enforcement.md: a limit,
+# a suspension, a seal each carry their dates; a limit lasts up to 3 months, a seal 30 days).
+DATED_MEASURES = frozenset({"order_to_correct", "production_limit", "suspension", "seal_seizure", "closure",
+                            "supervision"})
 
 
 def measure_kind(name: str) -> str:
@@ -161,11 +168,11 @@ def find_transition(case_id: int | None, state: str, to_state: str, last_result:
 
 
 def check_fields(case_id: int | None, t: Transition, fields: dict[str, Any] | None, when: date | None,
-                 today: date) -> dict[str, Any]:
+                 today: date, last_result: str | None = None) -> dict[str, Any]:
     """The transition's fields, typed (strings from the CLI are parsed); refuses unknown,
     missing or malformed ones, a missing date, and a date in the future."""
     given = {k: v for k, v in (fields or {}).items() if v is not None and v != ""}
-    allowed = allowed_next(t.from_state) or []
+    allowed = allowed_next(t.from_state, last_result)
 
     def refuse(problem: str) -> TransitionRefused:
         return TransitionRefused(case_id, t.from_state, t.to_state, allowed, problem)
@@ -235,11 +242,20 @@ def _parse_measures(value: Any) -> list[dict[str, Any]]:
         unknown = set(item) - {"kind", "start", "end", "doc_number", "description", "amount"}
         if unknown:
             raise ValueError(f"unknown measure keys {', '.join(sorted(unknown))}")
-        start = date.fromisoformat(item["start"]) if item.get("start") else None
-        end = date.fromisoformat(item["end"]) if item.get("end") else None
+        kind = measure_kind(str(item["kind"]))
+        start = _day(item.get("start"))
+        end = _day(item.get("end"))
+        if kind in DATED_MEASURES and start is None:
+            raise ValueError(f"measure {item['kind']} needs its start date (start: YYYY-MM-DD)")
         if start and end and end < start:
             raise ValueError(f"measure {item['kind']} ends ({end}) before it starts ({start})")
-        out.append({"kind": measure_kind(str(item["kind"])), "start": start, "end": end,
+        out.append({"kind": kind, "start": start, "end": end,
                     "doc_number": item.get("doc_number"), "description": item.get("description") or "",
                     "amount": float(item["amount"]) if item.get("amount") is not None else None})
     return out
+
+
+def _day(value: Any) -> date | None:
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, date) else date.fromisoformat(str(value))

@@ -153,11 +153,18 @@ _FIELD_NAMES: dict[str, dict[str, dict[str, str]]] = {
     for cn, suffixes in SUFFIX_FIELDS.items()
 }
 
+def is_data_flag(value: object) -> bool:
+    """A known data-flag letter, or an unknown one of the right shape (kept, counted invalid):
+    HJ 212-2025 may add letters, and a new letter must never make a frame fatal."""
+    return value in DATA_FLAGS or dataflags.is_flag(str(value))
 
 
-def field_names(cn: str) -> dict[str, dict[str, str]] | None:
-    """code -> suffix -> stored field name for data command `cn`; None if `cn` uploads no data."""
-    return _FIELD_NAMES.get(cn)
+def field_names(frame: Frame) -> dict[str, dict[str, str]] | None:
+    """code -> suffix -> stored field name for a data frame; None if the frame is not
+    stored (a command that uploads no data, or a system code kept out of storage)."""
+    if not SYSTEM_CODES.get(frame.st, ("", True))[1]:
+        return None
+    return _FIELD_NAMES.get(frame.cn)
 
 
 # Header fields of the data segment, before CP. Anything else is a syntax error.
@@ -577,9 +584,9 @@ def frame_to_readings(frame: Frame, registry: Registry, topic_mn: str | None) ->
         raise RejectedReading(
             Reason.IDENTITY_MISMATCH, f"frame MN {frame.mn!r} does not match topic MN {topic_mn!r}"
         )
-    _check_policy(frame, registry)
-    field_names = _FIELD_NAMES.get(frame.cn)
-    if field_names is None or not SYSTEM_CODES.get(frame.st, ("", True))[1]:
+    check_policy(frame, registry)
+    names_of = field_names(frame)
+    if names_of is None:
         return []
     device = registry.by_mn(frame.mn)
     if device is None:
@@ -591,7 +598,7 @@ def frame_to_readings(frame: Frame, registry: Registry, topic_mn: str | None) ->
     values: dict[str, float] = {}
     flags: dict[str, str] = {}
     for code, group in frame.values.items():
-        names = field_names.get(code)
+        names = names_of.get(code)
         if names is None:
             raise RejectedReading(Reason.UNKNOWN_POLLUTANT, f"pollutant code {_quote(code)} is not known")
         for suffix, value in group.items():
@@ -599,7 +606,7 @@ def frame_to_readings(frame: Frame, registry: Registry, topic_mn: str | None) ->
             if name is not None:
                 values[name] = value  # type: ignore[assignment]  # numeric suffixes hold floats
             elif suffix == "Flag":
-                if value not in DATA_FLAGS and not dataflags.is_flag(str(value)):
+                if not is_data_flag(value):
                     raise Hj212Error("syntax", f"{code}-Flag {_quote(str(value))} is not a data flag")
                 if value != "N":  # unknown letters too: stored as sent, invalid in rollups
                     flags[POLLUTANT_FIELDS[code]] = value  # type: ignore[assignment]
@@ -615,7 +622,7 @@ def frame_to_readings(frame: Frame, registry: Registry, topic_mn: str | None) ->
     return [Reading(measurement, identity, time_ns, values, flags)]
 
 
-def _check_policy(frame: Frame, registry: Registry) -> None:
+def check_policy(frame: Frame, registry: Registry) -> None:
     """The registry's version pin and encryption policy for this logger (unknown MNs pass here)."""
     logger = registry.hj212_logger(frame.mn)
     if logger is None:

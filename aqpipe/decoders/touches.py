@@ -151,7 +151,7 @@ def hj212_touches(payload: bytes, topic_mn: str, registry: Registry) -> list[Tou
         raise hj212.Hj212Error("framing", "message holds no frame")
     out = []
     for piece in pieces:
-        touch = _frame_touch(hj212.parse_frame(piece), topic_mn, registry)
+        touch = _frame_touch(hj212.parse_frame(piece, registry.hj212_keys), topic_mn, registry)
         if touch is not None:
             out.append(touch)
     return out
@@ -160,7 +160,8 @@ def hj212_touches(payload: bytes, topic_mn: str, registry: Registry) -> list[Tou
 def _frame_touch(frame: hj212.Frame, topic_mn: str, registry: Registry) -> Touch | None:
     if frame.mn != topic_mn:
         raise RejectedReading(Reason.IDENTITY_MISMATCH, f"frame MN {frame.mn!r} does not match topic MN {topic_mn!r}")
-    names_of = hj212.field_names(frame.cn)
+    hj212.check_policy(frame, registry)
+    names_of = hj212.field_names(frame)
     if names_of is None:
         return None  # not a data upload: no reading
     device = registry.by_mn(frame.mn)
@@ -178,7 +179,7 @@ def _frame_touch(frame: hj212.Frame, topic_mn: str, registry: Registry) -> Touch
             if name is not None:
                 names.add(name)
             elif suffix == "Flag":
-                if value not in hj212.DATA_FLAGS:
+                if not hj212.is_data_flag(value):
                     raise hj212.Hj212Error("syntax", f"{code}-Flag {str(value)[:8]!r} is not a data flag")
                 if value != "N":
                     names.add(hj212.POLLUTANT_FIELDS[code] + "_flag")

@@ -53,11 +53,24 @@ def test_alerts_reach_the_receiver_their_team_and_severity_call_for(routed_alert
         {"labels": {"alertname": "AqpipeDeadLettersRising", "team": "operations", "severity": "warning", **base}},
         {"labels": {"alertname": "StackExceedance", "team": "inspectors", "severity": "critical",
                     "outlet": "91620503MA001-DA001"}},
+        {"labels": {"alertname": "CaseDeadline", "team": "inspectors", "severity": "warning",
+                    "outlet": "91620503MA001-DA001"}},
+        {"labels": {"alertname": "AQISevere", "team": "inspectors", "severity": "warning", "station": "620503-001"}},
+        {"labels": {"alertname": "HeavyPollutionWatch", "team": "inspectors", "severity": "warning",
+                    "station": "620503-001", "level": "yellow"}},
+        {"labels": {"alertname": "OutletSilent", "team": "operations", "severity": "warning",
+                    "outlet": "91620503MA001-DA001"}},
     ])
-    got = wait_until(lambda: (a := _alerts(am)) and len(a) == 3 and a)
+    got = wait_until(lambda: (a := _alerts(am)) and len(a) == 7 and a)
     receivers = {name: [r["name"] for r in a["receivers"]] for name, a in got.items()}
     assert receivers == {"AqpipeSpoolFull": ["operators-page"], "AqpipeDeadLettersRising": ["operators"],
-                         "StackExceedance": ["inspectors"]}
+                         "StackExceedance": ["inspectors"], "CaseDeadline": ["inspectors"],
+                         "AQISevere": ["duty-officers"], "HeavyPollutionWatch": ["duty-officers"],
+                         "OutletSilent": ["operators"]}
+    # the inspectors get one group per outlet: the exceedance and the deadline together
+    with urllib.request.urlopen(f"{am.url}/api/v2/alerts/groups", timeout=5) as r:
+        groups = [g for g in json.load(r) if g["receiver"]["name"] == "inspectors"]
+    assert [(g["labels"], len(g["alerts"])) for g in groups] == [({"outlet": "91620503MA001-DA001"}, 2)]
 
 
 def test_a_service_that_is_down_silences_its_other_operational_alerts(routed_alertmanager):

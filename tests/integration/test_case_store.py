@@ -265,7 +265,7 @@ def test_exempting_mark_finds_overlaps_by_pollutant_or_all(case_engine) -> None:
     with case_engine.begin() as conn:
         so2 = marks.add_mark(conn, outlet="O", pollutant="so2", type="fault", start=T0, end=T0 + timedelta(hours=1),
                              reason="脱硫故障", by="企业", at=T0)
-        whole = marks.add_mark(conn, outlet="O", pollutant=None, type="通讯中断", start=T0 + timedelta(hours=5),
+        whole = marks.add_mark(conn, outlet="O", pollutant="*", type="通讯中断", start=T0 + timedelta(hours=5),
                                end=None, reason="通讯中断", by="企业", at=T0)
     with case_engine.connect() as conn:
         def find(pollutant, start_h, end_h):
@@ -277,6 +277,10 @@ def test_exempting_mark_finds_overlaps_by_pollutant_or_all(case_engine) -> None:
         assert find("nox", 0, 1) is None
         assert find("nox", 100, 101) == whole.id  # open-ended
         assert store.exempting_mark(conn, "P", "so2", T0, T0 + timedelta(hours=1)) is None
+        # the whole outlet ('*', e.g. an outlet gone silent): only marks of all pollutants
+        assert store.exempting_mark(conn, "O", "*", T0, T0 + timedelta(hours=1)) is None
+        assert store.exempting_mark(conn, "O", "*", T0 + timedelta(hours=6), T0 + timedelta(hours=7)).id == whole.id
+        assert store.exempting_mark(conn, "O", None, T0 + timedelta(hours=6), T0 + timedelta(hours=7)).id == whole.id
 
 
 def test_an_hour_recorded_under_an_exempting_mark_is_shown_marked_not_counted(case_engine) -> None:
@@ -376,6 +380,8 @@ def test_a_discharge_stopped_by_a_suspension_has_no_daily_penalty(case_engine) -
     (["verified", "filed", "ordered"], "reinspected", {"date": date(2026, 3, 1), "fields": {"result": "corrected"}},
      "before the order was served"),
     (["verified", "filed", "ordered"], "closed", {"fields": {"outcome": "x"}}, "ordered -> closed is not"),
+    (["verified", "filed", "ordered"], "reinspected", {"date": date(2026, 3, 4), "fields": {"result": "corrected"}},
+     "before the order was served \\(2026-03-05\\)"),
 ])
 def test_a_transition_not_allowed_is_refused_with_the_allowed_states(case_engine, steps, to, kwargs, problem) -> None:
     case_id = add(case_engine, hour(T0))
@@ -490,3 +496,118 @@ def test_a_time_without_timezone_is_refused(case_engine) -> None:
             store.record_exceeded_hour(conn, hour(T0.replace(tzinfo=None)), T0)
     with case_engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(case_hours)).scalar() == 0
+
+
+def test_a_case_cites_the_law_in_force_on_the_day_of_its_first_exceeded_hour(case_engine) -> None:
+    before = add(case_engine, hour(datetime(2026, 8, 14, 15, tzinfo=UTC)))  # 23:00 on 14 August, China time
+    after = add(case_engine, hour(datetime(2026, 8, 14, 17, tzinfo=UTC), pollutant="nox"))  # 01:00 on the 15th
+    cited = {c: {x["topic"]: x for x in case(case_engine, c)["citations"]} for c in (before, after)}
+    assert cited[before]["daily_penalty"]["article"] == "第五十九条"
+    assert cited[after]["daily_penalty"]["law"] == "生态环境法典"
+    assert cited[after]["daily_penalty"]["confidence"] == "medium"
+
+
+def test_measures_are_recorded_on_running_cases_only(case_engine) -> None:
+    case_id = add(case_engine, hour(T0))
+    with case_engine.begin() as conn:
+        store.record_measure(conn, case_id, "停产整治", "李", at=T0 + timedelta(days=2), start=date(2026, 3, 3),
+                             end=date(2026, 4, 2), doc_number="天环停〔2026〕1号", refs=["决定书"])
+    c = case(case_engine, case_id)
+    assert [(m["kind"], m["label"], m["end_date"]) for m in c["measures"]] == [("suspension", "停产整治", "2026-04-02")]
+    assert c["history"][-1]["action"] == "measure" and c["history"][-1]["refs"] == ["决定书"]
+    move(case_engine, case_id, "dismissed", T0 + timedelta(days=3), fields={"reason": "设备故障"})
+    with pytest.raises(store.CaseError, match="ended case"):
+        with case_engine.begin() as conn:
+            store.record_measure(conn, case_id, "限产", "李", at=T0 + timedelta(days=4))
+
+
+def test_two_writers_opening_the_same_case_at_once_end_with_one_case(case_engine) -> None:
+    """Two processes (or a redelivery racing its original) record exceeded hours of the same
+    outlet and pollutant in overlapping transactions: the second waits for the first and
+    joins its case instead of failing or opening a duplicate."""
+    import threading
+
+    first = case_engine.connect()
+    tx = first.begin()
+    a = store.record_exceeded_hour(first, hour(T0), T0 + timedelta(minutes=1))
+    result: dict[str, object] = {}
+
+    def second() -> None:
+        try:
+            with case_engine.begin() as conn:
+                result["id"] = store.record_exceeded_hour(conn, hour(T0 + timedelta(hours=1)),
+                                                          T0 + timedelta(hours=1, minutes=1))
+        except Exception as e:  # reported below
+            result["error"] = e
+
+    t = threading.Thread(target=second)
+    t.start()
+    if case_engine.dialect.name == "postgresql":  # wait until it is blocked on our uncommitted case
+        with case_engine.connect() as watcher:
+            deadline = datetime.now(UTC) + timedelta(seconds=20)
+            while not watcher.execute(sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'")).scalar():
+                assert datetime.now(UTC) < deadline, "the second writer never waited for the first"
+                watcher.rollback()
+    # SQLite: BEGIN IMMEDIATE serialises the two transactions whenever the second one starts,
+    # so there is no state to wait for; the outcome must be the same.
+    tx.commit()
+    first.close()
+    t.join(30)
+    assert "error" not in result, result.get("error")
+    assert result["id"] == a
+    assert case(case_engine, a)["exceeded_hours"] == 2
+    with case_engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(cases)).scalar() == 1
+
+
+def test_a_refusal_after_a_continuing_reinspection_names_only_the_loop(case_engine) -> None:
+    case_id = add(case_engine, hour(T0))
+    at = T0 + timedelta(days=30)
+    move(case_engine, case_id, "verified", at)
+    move(case_engine, case_id, "filed", at, fields={"case_number": "L-1"})
+    move(case_engine, case_id, "ordered", at, date=date(2026, 3, 5))
+    move(case_engine, case_id, "reinspected", at, date=date(2026, 3, 20), fields={"result": "refused"})
+    with pytest.raises(TransitionRefused, match="needs --date") as refused:
+        move(case_engine, case_id, "ordered", at)
+    assert refused.value.allowed == ["ordered"]
+    with pytest.raises(TransitionRefused, match="is before the previous act \\(reinspected on 2026-03-20\\)"):
+        move(case_engine, case_id, "ordered", at, date=date(2026, 3, 19))
+
+
+def test_hours_the_engine_did_not_judge_within_the_episode_are_shown_with_their_reason(case_engine) -> None:
+    case_id = add(case_engine, hour(T0), hour(T0 + timedelta(hours=3)))
+    with case_engine.begin() as conn:  # what the alert engine keeps for its stack_exceedance alert
+        conn.execute(sa.insert(metadata.tables["alerts"]).values(
+            fingerprint="fp1", rule="stack_exceedance", alertname="StackExceedance", labels={}, annotations={},
+            state="firing", case_id=case_id, updated_at=T0))
+        conn.execute(sa.insert(metadata.tables["alert_hours"]), [
+            {"fingerprint": "fp1", "hour_end": T0 - timedelta(hours=1), "verdict": "not_judged", "reason": "stopped"},
+            {"fingerprint": "fp1", "hour_end": T0, "verdict": "exceeded", "reason": None},
+            {"fingerprint": "fp1", "hour_end": T0 + timedelta(hours=1), "verdict": "not_judged", "reason": "flag F"},
+            {"fingerprint": "fp1", "hour_end": T0 + timedelta(hours=2), "verdict": "not_judged",
+             "reason": "valid_minutes 30 < 45"},
+            {"fingerprint": "fp1", "hour_end": T0 + timedelta(hours=3), "verdict": "exceeded", "reason": None},
+            {"fingerprint": "fp1", "hour_end": T0 + timedelta(hours=4), "verdict": "compliant", "reason": None},
+        ])
+    c = case(case_engine, case_id)
+    assert c["not_judged_hours"] == [
+        {"hour_end": (T0 + timedelta(hours=1)).isoformat(), "reason": "flag F"},
+        {"hour_end": (T0 + timedelta(hours=2)).isoformat(), "reason": "valid_minutes 30 < 45"}]
+    assert c["exceeded_hours"] == 2
+
+
+def test_a_mark_entered_after_a_case_ended_does_not_rewrite_its_evidence(case_engine) -> None:
+    case_id = add(case_engine, hour(T0))
+    move(case_engine, case_id, "dismissed", T0 + timedelta(days=1), fields={"reason": "企业已整改"})
+    before = case(case_engine, case_id)
+    with case_engine.begin() as conn:
+        m = marks.add_mark(conn, outlet="TS-GAS-01", pollutant=None, type="故障", start=T0 - timedelta(hours=1),
+                           end=T0, reason="补录故障标记", by="企业", at=T0 + timedelta(days=2))
+    after = case(case_engine, case_id)
+    assert (after["hours"], after["exceeded_hours"], after["history"]) == (
+        before["hours"], before["exceeded_hours"], before["history"])
+    assert [mk["id"] for mk in after["marks"]] == [m.id]  # shown, so an inspector sees it came late
+    with case_engine.connect() as conn:
+        assert marks.mark_history(conn, m.id)[0]["data"]["hours"] == []

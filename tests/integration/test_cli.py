@@ -120,7 +120,7 @@ def test_deadletter_replay_after_a_config_fix_lands_the_data(env, ingest, publis
 
 def test_help_explains_every_command():
     r = _run(["--help"], {})
-    for command in ("ingest", "run", "aggregate", "check-config", "deadletter", "simulate", "hj212", "hj212-gateway", "aqi"):
+    for command in ("ingest", "run", "aggregate", "alerts", "check-config", "deadletter", "simulate", "hj212", "hj212-gateway", "aqi"):
         assert command in r.stdout
     for sub in (["ingest"], ["aggregate"], ["deadletter", "replay"], ["simulate"], ["check-config"], ["hj212-gateway"]):
         assert _run([*sub, "--help"], {}).returncode == 0

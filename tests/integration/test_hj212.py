@@ -249,8 +249,9 @@ def test_frames_sent_to_the_gateway_by_tcp_clients_end_in_influxdb_and_replies_f
                                     for row in influx.rows("SELECT so2, co_flag, so2_zs FROM stack GROUP BY outlet")})
                      and len(r) >= len(expected) and r)
     assert got == expected  # 99.0 (bad CRC) never became a reading...
-    letters = DeadLetterStore(config.deadletter_dir).pending()
-    assert [(d.reason, d.payload) for d in letters] == [("hj212_crc", bad)]  # ...but is kept as a dead letter
+    # ...but is kept as a dead letter (written by ingest's batcher, not before the readings: wait for it)
+    letters = wait_until(lambda: DeadLetterStore(config.deadletter_dir).pending())
+    assert [(d.reason, d.payload) for d in letters] == [("hj212_crc", bad)]
     row = influx.rows(f"SELECT * FROM stack WHERE outlet = '{OUTLETS[MN2]}' AND time = {e2}")[0]
     assert (row["so2_zs"], row["nox_zs"], row["co_flag"]) == (41.2, 52.7, "M")
     for s in (slow, burst, asking):

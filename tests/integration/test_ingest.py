@@ -33,13 +33,20 @@ def test_single_reading_lands_with_its_own_timestamp_and_flags(ingest, publisher
         "station": station, "time": t.isoformat(), "interval_s": 60,
         "values": {"pm25": 35.2, "pm10": 61, "so2": 8, "no2": 31, "co": 0.6, "o3": 80, "temp": 12.3},
         "flags": {"o3": "C", "pm25": "N"}})
-    rows = wait_until(lambda: influx.rows(f"SELECT * FROM ambient WHERE station = '{station}'"))
+    rows = wait_until(lambda: _whole(influx.rows(f"SELECT * FROM ambient WHERE station = '{station}'"),
+                                     "pm25", "pm10", "so2", "no2", "co", "o3", "temp", "o3_flag"))
     assert len(rows) == 1
     row = rows[0]
     assert row["time"] == _ns(t)  # the reading's time, not arrival time
     assert row["pm25"] == 35.2 and row["pm10"] == 61.0 and row["co"] == 0.6
     assert row["o3_flag"] == "C"
     assert "pm25_flag" not in row  # N is the default and is not stored
+
+
+def _whole(rows: list[dict], *fields: str) -> list[dict] | None:
+    """`rows` once the first has every field: InfluxDB makes a point's fields visible one
+    by one while it writes it, so a row can be there with some fields still missing."""
+    return rows if rows and all(rows[0].get(f) is not None for f in fields) else None
 
 
 def test_batch_payload_lands_every_reading_at_its_time(ingest, publisher, influx, unique):
@@ -60,7 +67,8 @@ def test_stack_reading_keeps_plant_status_and_flags(ingest, publisher, influx, u
     publisher(f"aq/v1/stack/{outlet}", {"outlet": outlet, "time": int(t.timestamp()), "status": "startup",
                                          "values": {"so2": 30.5, "nox": 45, "o2": 9.5, "flow": 100000},
                                          "flags": {"so2": "M"}})
-    rows = wait_until(lambda: influx.rows(f"SELECT * FROM stack WHERE outlet = '{outlet}'"))
+    rows = wait_until(lambda: _whole(influx.rows(f"SELECT * FROM stack WHERE outlet = '{outlet}'"),
+                                     "so2", "nox", "o2", "flow", "status", "so2_flag"))
     assert rows[0]["status"] == "startup" and rows[0]["so2_flag"] == "M" and rows[0]["so2"] == 30.5
     assert rows[0]["time"] == _ns(t)
 
@@ -71,7 +79,7 @@ def test_ppb_values_are_stored_in_canonical_units(ingest, publisher, influx, uni
     t = _now_minute()
     publisher(f"aq/v1/ambient/{station}", {"station": station, "time": t.isoformat(), "units": {"o3": "ppb", "co": "ppm"},
                                            "values": {"o3": 50, "co": 1.0}})
-    row = wait_until(lambda: influx.rows(f"SELECT o3, co FROM ambient WHERE station = '{station}'"))[0]
+    row = wait_until(lambda: _whole(influx.rows(f"SELECT o3, co FROM ambient WHERE station = '{station}'"), "o3", "co"))[0]
     assert row["o3"] == pytest.approx(50 * 48.00 / 24.465)
     assert row["co"] == pytest.approx(28.01 / 24.465)
 

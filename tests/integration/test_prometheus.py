@@ -171,7 +171,8 @@ def aqpipe_run(mosquitto, own_influxdb, tmp_path, unique) -> Iterator[tuple[subp
            "AQPIPE_AGGREGATOR__CLIENT_ID": f"aqpipe-aggregator-{unique}", "AQPIPE_INFLUX__URL": own_influxdb.url,
            "AQPIPE_INFLUX__DATABASE": "aq", "AQPIPE_INFLUX__FLUSH_INTERVAL_S": "0.05",
            "AQPIPE_DATA_DIR": str(tmp_path / "data"), "AQPIPE_METRICS__PORT": str(port),
-           "AQPIPE_SPOOL__MAX_BYTES": "1024", "AQPIPE_REGISTRY_DIR": str(ROOT / "deploy" / "config")}
+           "AQPIPE_SPOOL__MAX_BYTES": "1024", "AQPIPE_REGISTRY_DIR": str(ROOT / "deploy" / "config"),
+           "AQPIPE_WEB__PORT": str(servers.free_port())}  # aqpipe run also serves web: not on the fixed 9120
     env.pop("AQPIPE_CONFIG", None)
     log = tmp_path / "aqpipe-run.log"
     with open(log, "wb") as err:

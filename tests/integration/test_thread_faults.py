@@ -142,6 +142,32 @@ def test_a_writer_that_raises_turns_readyz_503_is_counted_and_its_batch_is_store
     assert ops.errors("ingest-writer") == before + fault.raised
 
 
+def test_a_writer_stuck_in_a_write_is_named_stalled_and_its_batch_lands_once_it_returns(
+        config, publisher, influx, ops, unique):
+    from ingest.service import IngestService
+
+    cfg = config.model_copy(deep=True)
+    cfg.threads.stall_after_s = 1.0
+    for start in service_starter(IngestService, cfg):  # one pass; the ingest is stopped after it
+        service = start()
+        ops.server.add_check(service.ready)
+        release = threading.Event()
+        real_write = service.writer.write
+
+        def hung_write(lines):  # a write that hangs, as on a half-open connection
+            release.wait(30)
+            return real_write(lines)
+
+        service.writer.write = hung_write
+        station = f"{unique}-hung"
+        publisher(f"aq/v1/ambient/{station}", _reading(station, _minutes_ago(1), 7.0))
+        body = ops.not_ready_naming("ingest-writer")
+        assert "thread ingest-writer stalled: no heartbeat for" in body and "(threads.stall_after_s 1)" in body
+        release.set()
+        wait_until(lambda: _count(influx, station) == 1)
+        ops.ready_again()
+
+
 def test_a_decoder_bug_in_on_message_dead_letters_the_message_acks_it_and_replay_stores_it(
         ingest, publisher, influx, ops, config, env, unique, monkeypatch):
     service = ingest()

@@ -80,6 +80,7 @@ def test_fields_from_the_command_line_are_typed() -> None:
     ({"outcome": "x", "fine": "lots"}, "could not convert"),
     ({"outcome": "x", "measures": '[{"kind": "遣返"}]'}, "unknown measure"),
     ({"outcome": "x", "measures": '[{"kind": "限产", "start": "2026-04-02", "end": "2026-04-01"}]'}, "ends"),
+    ({"outcome": "x", "measures": '[{"kind": "查封扣押", "end": "2026-04-01"}]'}, "needs its start date"),
 ])
 def test_malformed_fields_are_refused(fields, problem) -> None:
     t = workflow.find_transition(1, "filed", "closed")
