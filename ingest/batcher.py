@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import random
+from bisect import bisect_right
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import accumulate
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,14 +178,12 @@ class Batcher:
         Safe to repeat after an error: points overwrite themselves, letters are listed once."""
         started = time.monotonic()
         lines: list[str] = []
-        owner: list[int] = []
-        for i, entry in enumerate(entries):
+        for entry in entries:
             lines.extend(entry.lines)
-            owner.extend([i] * len(entry.lines))
         refused: list[tuple[int, str]] = []
         spooled = False
         if lines and self.spool is not None:
-            result = self._write_or_spool(lines, entries, owner)
+            result = self._write_or_spool(lines, entries)
             spooled = result is None
             refused = result or []
         elif lines:
@@ -191,9 +191,12 @@ class Batcher:
 
         letters = [e.letter for e in entries if e.letter is not None]
         if refused:
+            # Which message each refused line came from: found from the entries' starting
+            # offsets, only here (refusals are rare; no per-line list on every batch).
+            starts = list(accumulate((len(e.lines) for e in entries), initial=0))
             by_entry: dict[int, list[tuple[str, str]]] = {}
             for index, detail in refused:
-                by_entry.setdefault(owner[index], []).append((lines[index], detail))
+                by_entry.setdefault(bisect_right(starts, index) - 1, []).append((lines[index], detail))
             for i, bad in by_entry.items():
                 e = entries[i]
                 letters.append(DeadLetter(e.topic, e.payload, Reason.WRITE_REJECTED.value, bad[0][1], lines=[b[0] for b in bad]))
@@ -208,7 +211,7 @@ class Batcher:
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         return [e.token for e in entries if e.token is not None]
 
-    def _write_or_spool(self, lines: list[str], entries: list[Entry], owner: list[int]) -> list[tuple[int, str]] | None:
+    def _write_or_spool(self, lines: list[str], entries: list[Entry]) -> list[tuple[int, str]] | None:
         """Write to InfluxDB and return the refused points, or spool the batch and return None."""
         assert self.spool is not None
         if not self.influx_down.is_set() and self.spool.empty():
@@ -219,13 +222,14 @@ class Batcher:
                 self.failed_attempts += 1
                 self.influx_down.set()
                 log.warning("event=influx_unavailable status=%s detail=%r action=spooling", e.status, e.detail[:200])
-        owners: list[tuple[str, int]] = []
-        for i in owner:
-            topic = entries[i].topic
-            if owners and owners[-1][0] == topic:
-                owners[-1] = (topic, owners[-1][1] + 1)
+        owners: list[tuple[str, int]] = []  # runs of (topic, lines), message by message
+        for entry in entries:
+            if not entry.lines:
+                continue
+            if owners and owners[-1][0] == entry.topic:
+                owners[-1] = (entry.topic, owners[-1][1] + len(entry.lines))
             else:
-                owners.append((topic, 1))
+                owners.append((entry.topic, len(entry.lines)))
         while True:
             try:
                 self.spool.append(lines, owners)

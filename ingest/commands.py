@@ -12,7 +12,6 @@ from aqpipe.config import Config
 from aqpipe.decode import MessageDecoder
 from aqpipe.errors import RejectedReading
 from aqpipe.influx import WriteError, make_writer
-from aqpipe.reading import to_line
 from aqpipe.registry import Registry
 from aqpipe.runner import run_services
 from ingest.deadletter import LINE_PROTOCOL, DeadLetter, DeadLetterStore, summary
@@ -100,7 +99,7 @@ def _points(letter: DeadLetter, decoder: MessageDecoder, now_ns: int) -> list[st
     configuration, or, for points refused while the spool drained, the points themselves."""
     if letter.format == LINE_PROTOCOL:
         return [line for line in letter.payload.decode("utf-8").split("\n") if line]
-    return [to_line(r) for r in decoder.decode(letter.topic, letter.payload, now_ns)]
+    return decoder.decode(letter.topic, letter.payload, now_ns).lines
 
 
 def cmd_deadletter_replay(args: argparse.Namespace) -> int:

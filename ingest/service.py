@@ -19,7 +19,6 @@ from aqpipe.decode import MessageDecoder
 from aqpipe.errors import ConfigError, Reason, RejectedReading
 from aqpipe.influx import InfluxQL, make_writer
 from aqpipe.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
-from aqpipe.reading import to_line
 from aqpipe.registry import Registry
 from ingest.spool import Spool
 from aqpipe.supervision import Policy, Supervisor, logged_only
@@ -96,13 +95,13 @@ class IngestService:
             self.inflight += 1
         topic, payload = msg.topic, msg.payload
         try:
-            readings = self.decoder.decode(topic, payload, time.time_ns())
+            decoded = self.decoder.decode(topic, payload, time.time_ns())
         except RejectedReading as e:
             self._received["rejected"].inc()
             self.batcher.put(Entry(topic, payload, letter=DeadLetter(topic, payload, e.reason.value, e.detail), token=token))
             return
-        self._received[readings[0].measurement if readings else "rejected"].inc()
-        self.batcher.put(Entry(topic, payload, [to_line(r) for r in readings], token=token))
+        self._received[decoded.measurement or "rejected"].inc()
+        self.batcher.put(Entry(topic, payload, decoded.lines, token=token))
 
     def _on_message_failed(self, client: paho.Client, userdata, msg: paho.MQTTMessage, error: Exception) -> None:
         """Handling the message raised (a bug, not bad input; logged and counted already).
