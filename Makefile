@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN_DIR ?= run
 
-.PHONY: run test test-unit test-integration test-faults bench deps venv servers-up servers-down clean
+.PHONY: run test test-unit test-integration test-faults screenshots bench deps venv servers-up servers-down clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -32,6 +32,10 @@ test-integration: deps venv
 
 test-faults: deps venv
 	$(PY) -m pytest -q -m faults
+
+# Refresh the README's pictures of each page (taken by the browser tests).
+screenshots: deps venv
+	AQPIPE_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/browser
 
 bench: deps venv
 	$(PY) bench/ingest.py

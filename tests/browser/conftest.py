@@ -9,6 +9,7 @@ path). A browser that cannot start fails the test, never skips it.
 from __future__ import annotations
 
 import base64
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,9 @@ from alerts.web.service import WebService
 from aqpipe.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Where the pages' screenshots go: a temporary folder, so a test run leaves the work tree
+# clean; `make screenshots` sets AQPIPE_SCREENSHOTS=docs/screenshots to refresh the README's.
+SCREENSHOTS = Path(os.environ.get("AQPIPE_SCREENSHOTS") or tempfile.mkdtemp(prefix="aqpipe-screenshots-"))
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -55,7 +58,7 @@ class Browser:
         self.driver.get(self.base_url + path)
 
     def screenshot(self, name: str) -> Path:
-        """The whole page (not only the window) as docs/screenshots/NAME.png."""
+        """The whole page (not only the window) as SCREENSHOTS/NAME.png."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         metrics = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
         size = metrics["cssContentSize"]
@@ -71,6 +74,14 @@ class Browser:
         self._profile.cleanup()
 
 
+def click_through(driver, element) -> None:
+    """Click what submits a form or follows a link, and return once the answer page has
+    replaced this one: reading the page before that would read the old one."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 10).until(staleness_of(page))
+
+
 def login(b, web, name: str, role: str, next_path: str, url: str | None = None) -> None:
     """Open `url` (default: this server's `next_path`) logged out, log in on the form it
     leads to, and land back on it."""
@@ -79,7 +90,7 @@ def login(b, web, name: str, role: str, next_path: str, url: str | None = None) 
     assert "/login?next=" in b.driver.current_url
     b.driver.find_element(By.NAME, "username").send_keys(name)
     b.driver.find_element(By.NAME, "password").send_keys(password)
-    b.driver.find_element(By.ID, "login").click()
+    click_through(b.driver, b.driver.find_element(By.ID, "login"))
     assert b.driver.current_url.endswith(next_path)
 
 
@@ -95,8 +106,7 @@ def submit(b, to_state: str, **fields: str) -> None:
             b.driver.execute_script("arguments[0].value = arguments[1]", field, value)
         else:
             field.send_keys(value)
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    WebDriverWait(b.driver, 10).until(staleness_of(form))  # the answer page has replaced this one
+    click_through(b.driver, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from tests.browser.conftest import login, submit, timeline_states
+from tests.browser.conftest import click_through, login, submit, timeline_states
 from tests.integration.test_web_cases import ENTERPRISE, PERMIT, close_with_penalty, open_case
 
 pytestmark = pytest.mark.integration
@@ -111,7 +111,9 @@ def test_operator_enters_a_mark_and_sees_its_effect(browser, web):
         d.execute_script("arguments[0].value = arguments[1]", form.find_element(By.NAME, name),
                          value.strftime("%Y-%m-%dT%H:%M"))
     form.find_element(By.NAME, "reason").send_keys("锅炉启炉，DCS 记录为证")
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    # The marks page lists marks before the post too: read the row only once the answer
+    # page has replaced this one (else it is the old page's, gone stale under our hands).
+    click_through(d, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
     row = d.find_element(By.CSS_SELECTOR, "table.marks tbody tr")
     assert "启炉" in row.text and f"案件 #{case_id}" in row.text and "不参与判定" in row.text
     browser.screenshot("marks")
@@ -136,7 +138,7 @@ def test_alerts_page(browser, web):
     login(browser, web, "zhao", "viewer", "/alerts")
     link = browser.driver.find_element(By.CSS_SELECTOR, f'#firing a[href="/cases/{case_id}"]')
     browser.screenshot("alerts")
-    link.click()
+    click_through(browser.driver, link)
     assert browser.driver.current_url.endswith(f"/cases/{case_id}")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.by import By
 
+from tests.browser.conftest import click_through
+
 pytestmark = pytest.mark.integration
 
 
@@ -13,7 +15,7 @@ def _login(b, username: str, password: str) -> None:
         field = b.driver.find_element(By.NAME, name)
         field.clear()  # the form keeps the username after a failed attempt
         field.send_keys(value)
-    b.driver.find_element(By.ID, "login").click()
+    click_through(b.driver, b.driver.find_element(By.ID, "login"))
 
 
 def test_inspector_logs_in_sees_the_account_and_logs_out(browser, web):
@@ -29,7 +31,7 @@ def test_inspector_logs_in_sees_the_account_and_logs_out(browser, web):
     cookie = browser.driver.get_cookie("aqpipe_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert browser.driver.execute_script("return document.cookie") == ""  # not readable by scripts
-    browser.driver.find_element(By.ID, "logout").click()
+    click_through(browser.driver, browser.driver.find_element(By.ID, "logout"))
     assert "/login" in browser.driver.current_url
     browser.get("/account")
     assert "/login" in browser.driver.current_url
