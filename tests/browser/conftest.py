@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from alerts.web.context import WebContext
@@ -76,10 +76,20 @@ class Browser:
 
 def click_through(driver, element) -> None:
     """Click what submits a form or follows a link, and return once the answer page has
-    replaced this one: reading the page before that would read the old one."""
-    page = driver.find_element(By.TAG_NAME, "html")
+    replaced this one and finished loading: reading the page before that would read the
+    old one. The old page is marked on its window object, which a new page does not have
+    (no element reference is kept: Chromium answers for a node of a page being replaced
+    with errors other than a stale reference)."""
+    driver.execute_script("window.__aqpipeOldPage = true")
     element.click()
-    WebDriverWait(driver, 10).until(staleness_of(page))
+
+    def replaced(d) -> bool:
+        try:
+            return bool(d.execute_script("return document.readyState === 'complete' && !window.__aqpipeOldPage"))
+        except WebDriverException:  # between the two pages
+            return False
+
+    WebDriverWait(driver, 10).until(replaced)
 
 
 def login(b, web, name: str, role: str, next_path: str, url: str | None = None) -> None:
