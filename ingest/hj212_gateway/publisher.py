@@ -202,7 +202,7 @@ class Publisher:
             return
         fut, started = entry
         self._room.set()
-        PENDING.set(len(self._pending))
+        PENDING.set(self.pending)
         PUBACK_SECONDS.observe(time.monotonic() - started)
         if fut.done():
             return
