@@ -81,9 +81,14 @@ class CpuMeter:
         self.influx_pid = influx_pid
         self.influx0, self.self0 = cpu_seconds(influx_pid), time.process_time()
 
-    def line(self, readings: int) -> str:
+    def per_reading(self, readings: int) -> tuple[float, float]:
+        """(influxd, this process) CPU µs per reading since the meter was made."""
         influx = (cpu_seconds(self.influx_pid) - self.influx0) / readings * 1e6
         own = (time.process_time() - self.self0) / readings * 1e6
+        return influx, own
+
+    def line(self, readings: int) -> str:
+        influx, own = self.per_reading(readings)
         return f"CPU per reading: influxd {influx:.1f} us, aqpipe {own:.1f} us"
 
 
@@ -124,7 +129,7 @@ def aqpipe_rate(mqtt_port: int, influx_url: str, data_dir: Path, messages: list[
     service.stop()
     q = InfluxQL.from_config(cfg.influx)
     stored = q.rows("SELECT count(pm25) FROM ambient")[0]["count"]
-    return readings / elapsed, readings - stored, meter.line(readings) if meter else ""
+    return readings / elapsed, readings - stored, meter.per_reading(readings) if meter else None
 
 
 def main() -> int:
@@ -145,13 +150,19 @@ def main() -> int:
             print(f"2. database ceiling (line protocol, 5000/POST): {db:10,.0f} readings/s   "
                   f"({meter.line(args.batch_readings)}, client formatting excluded)", flush=True)
             a, lost_a, _ = aqpipe_rate(mq.port, ix.url, d, one_reading_messages(args.messages, "a"), args.messages, "a")
+            # Targets: issue 8 section 5.
             print(f"3a. aqpipe, 1 reading/message:    {a:10,.0f} readings/s = {a / raw:5.0%} of ceiling 1 "
-                  f"(target >= 60%)  lost={lost_a}", flush=True)
+                  f"(target >= 70% of the bare subscriber)  lost={lost_a}", flush=True)
             feed_b = batch_messages(args.batch_readings, 50, "b")
             b, lost_b, cpu_b = aqpipe_rate(mq.port, ix.url, d, feed_b, args.batch_readings, "b", influx_pid=ix.pid)
-            print(f"3b. aqpipe, 50 readings/message:  {b:10,.0f} readings/s = {b / db:5.0%} of ceiling 2 "
-                  f"(target >= 50,000/s and >= 70%)  lost={lost_b}", flush=True)
-            print(f"    {cpu_b} (this process: ingest only; publishing was done before)", flush=True)
+            print(f"3b. aqpipe, 50 readings/message:  {b:10,.0f} readings/s = {b / db:5.0%} of ceiling 2  "
+                  f"lost={lost_b}", flush=True)
+            influxd_us, aqpipe_us = cpu_b
+            print(f"    CPU per reading: influxd {influxd_us:.1f} us, aqpipe {aqpipe_us:.1f} us "
+                  f"(target: aqpipe below influxd, so the database is the bottleneck: "
+                  f"{'met' if aqpipe_us < influxd_us else 'not met'}; this process: ingest only, "
+                  f"publishing was done before)", flush=True)
+            print("    target for every run: lost=0", flush=True)
         finally:
             mq.stop()
             ix.stop()

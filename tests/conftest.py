@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from hypothesis import HealthCheck, settings
 from paho.mqtt.enums import CallbackAPIVersion
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +28,15 @@ from aqpipe.influx import InfluxQL  # noqa: E402
 from tests.helpers import service_starter  # noqa: E402
 
 _counter = itertools.count()
+
+# Property tests check what the code computes, on pure functions: given its example, a
+# run cannot differ, except for Hypothesis' wall-clock checks (a 200 ms deadline per
+# example, the too_slow health check), which measure how busy the shared 2-core machine
+# is (a round trip takes ~0.2 ms; a stalled process fails it under load). Speed is
+# measured in bench/. HYPOTHESIS_PROFILE=thorough runs 20 times more examples.
+settings.register_profile("aqpipe", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", settings.get_profile("aqpipe"), max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "aqpipe"))
 
 
 def _start(name: str, tmp_path_factory) -> Iterator[servers.Server]:

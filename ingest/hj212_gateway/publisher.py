@@ -27,9 +27,13 @@ class Publisher:
     No network thread: paho's socket is watched with add_reader/add_writer and its
     callbacks run on the event loop, so a publish and its PUBACK cost no thread
     hand-off (with loop_start() the two threads fight over the GIL and the gateway
-    is several times slower). Only the TCP connect to the broker, which blocks,
-    runs in the default executor; paho's socket callbacks from there are posted
-    back to the loop.
+    is several times slower). Only paho's reconnect() (TCP connect, TLS handshake,
+    CONNECT queued), which blocks, runs in the default executor. paho is not
+    thread-safe, so while it runs the loop leaves the client alone: the socket
+    callbacks it makes are applied on the loop once it has returned, and frames are
+    handed to paho only after CONNACK (before that they wait in `_held`). A PUBLISH
+    queued from the loop in the middle of reconnect() could otherwise reach the
+    broker ahead of the CONNECT, which makes Mosquitto drop the connection.
     """
 
     def __init__(self, mqtt: MqttConfig, client_id: str, max_pending: int,
@@ -43,6 +47,10 @@ class Publisher:
         self._pending: dict[int, tuple[asyncio.Future[None], float]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._reconnecting: asyncio.Task | None = None
+        self._connect_call: asyncio.Future | None = None  # reconnect() running in the executor
+        self._from_connect: list[tuple] = []  # socket callbacks paho made during it, applied after it
+        self._lost_while_connecting = False
+        self._held: list[tuple[str, bytes, asyncio.Future[None], float]] = []  # publishes waiting for CONNACK
         self._delay = 0.0  # before the next connect attempt; back to 0 at each CONNACK
         self._stopping = False
         self.connected = asyncio.Event()
@@ -71,10 +79,13 @@ class Publisher:
     async def stop(self, timeout: float) -> bool:
         """Wait up to `timeout` for outstanding PUBACKs, then disconnect. True if none was left."""
         deadline = time.monotonic() + timeout
-        while self._pending and time.monotonic() < deadline:
+        while self.pending and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        drained = not self._pending
+        drained = not self.pending
         self._stopping = True
+        if self._connect_call is not None and not self._connect_call.done():
+            # paho is busy in the executor: let it finish before touching the client here
+            await asyncio.wait([self._connect_call], timeout=max(1.0, deadline - time.monotonic()))
         if self._reconnecting is not None:
             self._reconnecting.cancel()
         self.client.disconnect()  # queued; the writer callback sends it
@@ -89,12 +100,12 @@ class Publisher:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._held)
 
     async def reserve(self) -> None:
         """Wait for room among the publishes the broker has not acknowledged: at most
         `max_pending`, and never more than the broker's Receive Maximum."""
-        while len(self._pending) + self._reserved >= self._limit:
+        while self.pending + self._reserved >= self._limit:
             self._room.clear()
             await self._room.wait()
         self._reserved += 1
@@ -103,15 +114,22 @@ class Publisher:
         """Publish at QoS 1 (after `reserve()`); the future completes at PUBACK.
 
         paho only queues the packet here (the writer callback sends it), so the PUBACK
-        cannot be handled before the future is registered. While the broker is away
-        paho keeps the message and sends it again after reconnecting.
+        cannot be handled before the future is registered. Until the broker's CONNACK
+        the frame is held here and handed to paho at CONNACK; after that, while the
+        broker is away, paho keeps the message and sends it again after reconnecting.
         """
         fut: asyncio.Future[None] = self._loop.create_future()
         self._reserved -= 1
-        info = self.client.publish(topic, payload, qos=1)
-        self._pending[info.mid] = (fut, time.monotonic())
-        PENDING.set(len(self._pending))
+        if self.connected.is_set():
+            self._hand_to_paho(topic, payload, fut, time.monotonic())
+        else:
+            self._held.append((topic, payload, fut, time.monotonic()))
+        PENDING.set(self.pending)
         return fut
+
+    def _hand_to_paho(self, topic: str, payload: bytes, fut: asyncio.Future[None], started: float) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        self._pending[info.mid] = (fut, started)
 
     # --- socket plumbing ---
     def _in_loop(self, fn, *args) -> None:
@@ -121,8 +139,8 @@ class Publisher:
             running = None
         if running is self._loop:
             fn(*args)
-        else:  # paho called from the executor thread (reconnect): keep the order, run on the loop
-            self._loop.call_soon_threadsafe(fn, *args)
+        else:  # paho called from the executor thread (reconnect): applied in order once it returns
+            self._from_connect.append((fn, args))
 
     def _watch(self, sock: socket.socket) -> None:
         self._loop.add_reader(sock, self.client.loop_read)
@@ -135,7 +153,8 @@ class Publisher:
     async def _misc_loop(self) -> None:
         while True:  # keepalive pings and the timeout of a dead broker link
             await asyncio.sleep(1)
-            self.client.loop_misc()
+            if self._connect_call is None or self._connect_call.done():
+                self.client.loop_misc()
 
     def _spawn(self, coro) -> asyncio.Task:
         task = self._loop.create_task(coro)
@@ -144,8 +163,12 @@ class Publisher:
         return task
 
     def _reconnect_soon(self) -> None:
-        if not self._stopping and (self._reconnecting is None or self._reconnecting.done()):
+        if self._stopping:
+            return
+        if self._reconnecting is None or self._reconnecting.done():
             self._reconnecting = self._spawn(self._reconnect())
+        else:  # an attempt is under way: a link lost meanwhile must not be forgotten (it used to be)
+            self._lost_while_connecting = True
 
     async def _reconnect(self) -> None:
         while not self._stopping:
@@ -153,13 +176,24 @@ class Publisher:
                 await asyncio.sleep(self._delay)
             first = not self._delay
             self._delay = min(max(2 * self._delay, 0.5), 30.0)  # until a CONNACK says otherwise
+            self._lost_while_connecting = False
+            self._connect_call = call = self._loop.run_in_executor(None, self.client.reconnect)
+            call.add_done_callback(self._connect_returned)  # also when this task is cancelled (stop)
             try:
-                await self._loop.run_in_executor(None, self.client.reconnect)
-                return  # the CONNACK (or a refusal, then a disconnect) arrives through loop_read
+                await asyncio.shield(call)
             except (OSError, ValueError) as e:
                 if first:
                     log.warning("event=mqtt_connect_failed host=%s port=%d error=%r (retrying, up to every 30 s)",
                                 self._cfg.host, self._cfg.port, str(e))
+                continue
+            if not self._lost_while_connecting:
+                return  # the CONNACK (or a refusal, then a disconnect) arrives through loop_read
+
+    def _connect_returned(self, call: asyncio.Future) -> None:
+        """On the loop, once reconnect() has returned: the socket callbacks it made, in order."""
+        done, self._from_connect = self._from_connect, []
+        for fn, args in done:
+            fn(*args)
 
     # --- paho callbacks (event loop) ---
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
@@ -168,7 +202,7 @@ class Publisher:
             return
         fut, started = entry
         self._room.set()
-        PENDING.set(len(self._pending))
+        PENDING.set(self.pending)
         PUBACK_SECONDS.observe(time.monotonic() - started)
         if fut.done():
             return
@@ -187,13 +221,16 @@ class Publisher:
         self._delay = 0.0
         receive_maximum = getattr(properties, "ReceiveMaximum", 65535) if properties is not None else 65535
         self._limit = max(1, min(self._max_pending, receive_maximum))
+        held, self._held = self._held, []
+        for topic, payload, fut, started in held:  # paho resends its own unacknowledged ones after this
+            self._hand_to_paho(topic, payload, fut, started)
         log.info("event=mqtt_connected host=%s port=%d pending=%d in_flight_limit=%d",
-                 self._cfg.host, self._cfg.port, len(self._pending), self._limit)
+                 self._cfg.host, self._cfg.port, self.pending, self._limit)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         MQTT_CONNECTED.set(0)
         self.connected.clear()
         if self._stopping:
             return
-        log.warning("event=mqtt_disconnected reason=%r pending=%d", str(reason_code), len(self._pending))
+        log.warning("event=mqtt_disconnected reason=%r pending=%d", str(reason_code), self.pending)
         self._in_loop(self._reconnect_soon)
