@@ -36,7 +36,15 @@ from alerts.rules import rules_for
 from alerts.sources import InfluxSource
 from aqpipe.config import Config
 from aqpipe.influx import InfluxQL, QueryError, make_writer
-from aqpipe.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
+from aqpipe.mqtt import (
+    ack_durable,
+    connect_properties,
+    connect_refused,
+    make_client,
+    on_disconnected,
+    on_suback,
+    subscribe_all,
+)
 from aqpipe.registry import Registry
 from aqpipe.supervision import Policy, Supervisor
 
@@ -119,8 +127,7 @@ class AlertsService:
 
     # --- MQTT (network thread) ---
     def _on_connect(self, client: paho.Client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error("event=mqtt_connect_refused reason=%r", str(reason_code))
+        if connect_refused(reason_code, log):
             return
         self._generation += 1
         metrics.MQTT_CONNECTED.set(1)
@@ -130,9 +137,7 @@ class AlertsService:
             # hours it has already judged).
             self._queue.put(_CATCH_UP)
         filters = subscriptions(self.cfg.mqtt.topic_prefix)
-        client.subscribe([(f, paho.SubscribeOptions(qos=1)) for f in filters])
-        log.info("event=mqtt_connected client_id=%s session_present=%s subscriptions=%s",
-                 self.acfg.client_id, flags.session_present, ",".join(filters))
+        subscribe_all(client, filters, flags.session_present, log, client_id=self.acfg.client_id)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         on_suback(reason_codes, self.connected, log)

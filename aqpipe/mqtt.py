@@ -71,6 +71,22 @@ def ack_durable(client: paho.Client, tokens: list[tuple[int, int, int]], generat
             client.ack(mid, qos)
 
 
+def connect_refused(reason_code, log: logging.Logger) -> bool:
+    """True, logged, when the broker refused our CONNECT (paho retries on its own)."""
+    if reason_code.is_failure:
+        log.error("event=mqtt_connect_refused reason=%r", str(reason_code))
+        return True
+    return False
+
+
+def subscribe_all(client: paho.Client, filters: list[str], session_present: bool, log: logging.Logger,
+                  **fields: object) -> None:
+    """Subscribe to every filter at QoS 1 (SUBACK arrives in on_suback) and log the connection."""
+    client.subscribe([(f, paho.SubscribeOptions(qos=1)) for f in filters])
+    extra = "".join(f" {k}={v}" for k, v in fields.items())
+    log.info("event=mqtt_connected%s session_present=%s subscriptions=%s", extra, session_present, ",".join(filters))
+
+
 def on_suback(reason_codes: list, connected: threading.Event, log: logging.Logger) -> None:
     """SUBACK: "connected" means subscribed, so nothing published from now on can miss us."""
     failed = [str(rc) for rc in reason_codes if rc.is_failure]

@@ -18,7 +18,15 @@ from ingest.deadletter import DeadLetter, DeadLetterStore
 from aqpipe.decode import MessageDecoder
 from aqpipe.errors import ConfigError, Reason, RejectedReading
 from aqpipe.influx import InfluxQL, make_writer
-from aqpipe.mqtt import ack_durable, connect_properties, make_client, on_disconnected, on_suback
+from aqpipe.mqtt import (
+    ack_durable,
+    connect_properties,
+    connect_refused,
+    make_client,
+    on_disconnected,
+    on_suback,
+    subscribe_all,
+)
 from aqpipe.registry import Registry
 from ingest.spool import Spool
 from aqpipe.supervision import Policy, Supervisor, logged_only
@@ -67,8 +75,7 @@ class IngestService:
 
     # --- MQTT callbacks (network thread) ---
     def _on_connect(self, client: paho.Client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error("event=mqtt_connect_refused reason=%r", str(reason_code))
+        if connect_refused(reason_code, log):
             return
         with self._lock:
             self._generation += 1
@@ -76,9 +83,7 @@ class IngestService:
         metrics.MQTT_CONNECTED.set(1)
         metrics.MQTT_RECONNECTS.inc()
         filters = subscriptions(self.cfg.mqtt.topic_prefix, self.cfg.mqtt.shared_group)
-        client.subscribe([(f, paho.SubscribeOptions(qos=1)) for f in filters])
-        log.info("event=mqtt_connected host=%s port=%d session_present=%s subscriptions=%s",
-                 self.cfg.mqtt.host, self.cfg.mqtt.port, flags.session_present, ",".join(filters))
+        subscribe_all(client, filters, flags.session_present, log, host=self.cfg.mqtt.host, port=self.cfg.mqtt.port)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         on_suback(reason_codes, self.connected, log)
