@@ -16,6 +16,7 @@ path; per thread, because `aqpipe run` decodes in more than one thread.
 
 from __future__ import annotations
 
+import binascii
 import threading
 
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
@@ -100,11 +101,11 @@ def decrypt_cp(wire: str, key: bytes) -> str:
     digits[0::2] = body[2::5]
     digits[1::2] = body[3::5]
     try:
-        data = bytes.fromhex(digits.decode("ascii"))
-    except ValueError:
-        data = b""
-    if len(data) != n:  # not hexadecimal (fromhex would also skip spaces)
-        raise CipherTextError("cipher text holds a byte that is not hexadecimal")
+        # unhexlify, not bytes.fromhex: it takes the bytes as they are (no str) and
+        # refuses what fromhex would skip (spaces).
+        data = binascii.unhexlify(digits)
+    except binascii.Error:
+        raise CipherTextError("cipher text holds a byte that is not hexadecimal") from None
     plain = _ctx(key)[1].update(data)
     try:
         return (plain + tail.encode("utf-8")).decode("utf-8")
