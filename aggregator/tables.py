@@ -22,6 +22,8 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Literal, Mapping
 
+from aqpipe import hj633
+
 Period = Literal["hour", "day"]
 ConcRounding = Literal["half_even", "truncate"]
 IndexRounding = Literal["ceil", "half_up"]
@@ -218,14 +220,10 @@ class Category:
     rgb: tuple[int, int, int]
 
 
-CN_CATEGORIES = (  # HJ 633-2012 Table 2 and Appendix A; unchanged in 2026
-    Category(1, 50, "优", (0, 228, 0)),
-    Category(2, 100, "良", (255, 255, 0)),
-    Category(3, 150, "轻度污染", (255, 126, 0)),
-    Category(4, 200, "中度污染", (255, 0, 0)),
-    Category(5, 300, "重度污染", (153, 0, 76)),
-    Category(6, 10**9, "严重污染", (126, 0, 35)),
-)
+# HJ 633-2012 Table 2 and Appendix A, unchanged in 2026: the one table in aqpipe.hj633
+# (the public pages show its names, colours and advice), its bands here.
+CN_CATEGORIES = tuple(Category(c.level, c.upper if c.upper is not None else 10**9, c.name, c.rgb)
+                      for c in hj633.CATEGORIES)
 US_CATEGORIES = (  # TAD Table 2; purple differs from China's
     Category(1, 50, "Good", (0, 228, 0)),
     Category(2, 100, "Moderate", (255, 255, 0)),

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
-from alerts.web.hj633 import CATEGORIES, POLLUTANT_NAMES, AqiCategory, category
+from aqpipe.hj633 import CATEGORIES, POLLUTANT_NAMES, AqiCategory, category
 from aqpipe.influx import InfluxQL
 from aqpipe.registry import Registry
 

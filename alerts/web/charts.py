@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from xml.sax.saxutils import escape, quoteattr
 
 from alerts.web.aqi_data import CategoryShare, HourAqi
-from alerts.web.hj633 import category
+from aqpipe.hj633 import category
 from alerts.web.svgchart import CHINA_TZ, Band, Bars, HLine, Line, Markers, Steps, TimeChart
 
 HOUR = timedelta(hours=1)

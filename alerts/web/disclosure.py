@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from alerts.cases.store import CaseView
-from alerts.web.hj633 import POLLUTANT_NAMES
+from aqpipe.hj633 import POLLUTANT_NAMES
 from alerts.web.svgchart import CHINA_TZ
 
 # Measures that are penalty decisions to be published (a `no_penalty`, `transfer` or

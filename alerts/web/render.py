@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from alerts.web.hj633 import POLLUTANT_NAMES
+from aqpipe.hj633 import POLLUTANT_NAMES
 from alerts.web.security import page_auth
 from alerts.web.svgchart import CHINA_TZ
 

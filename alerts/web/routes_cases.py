@@ -20,7 +20,7 @@ from alerts.cases.store import export_case, get_case, list_cases
 from alerts.web.alerts_view import RECENT_RESOLVED, read_alerts
 from alerts.web.charts import case_chart_svg
 from alerts.web.disclosure import is_disclosed, public_case
-from alerts.web.hj633 import POLLUTANT_NAMES
+from aqpipe.hj633 import POLLUTANT_NAMES
 from alerts.web.render import render
 from alerts.web.security import check_csrf, ctx, page_auth, require_user
 from alerts.web.svgchart import CHINA_TZ

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 
 from alerts.web.aqi_data import STANDARD_NAMES, CityAqi, load_city_aqi
 from alerts.web.charts import aqi_history_svg, share_bar_svg
-from alerts.web.hj633 import CATEGORIES, SOURCE
+from aqpipe.hj633 import CATEGORIES, SOURCE
 from alerts.web.render import render
 from alerts.web.security import ctx
 from aqpipe.influx import QueryError

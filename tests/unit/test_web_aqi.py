@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from alerts.web.aqi_data import StationAqi, city_summary, cn_key_in_force
-from alerts.web.hj633 import CATEGORIES, category, category_of_aqi
+from aqpipe.hj633 import CATEGORIES, category, category_of_aqi
 
 CST = timezone(timedelta(hours=8))
 

@@ -1,10 +1,13 @@
-"""HJ 633 AQI categories as the public pages show them: name, colour, health effects, advice.
+"""HJ 633 AQI categories: bands, name, colour, health effects, advice.
+
+The one copy of the table: the aggregator takes the bands, names and colours for the
+`category` it writes; the public pages show all of it.
 
 Source: HJ 633-2012 环境空气质量指数（AQI）技术规定（试行）, Table 2 (空气质量指数及相关信息:
 级别, 类别, 颜色, 对健康影响情况, 建议采取的措施) and Appendix A (colour values, RGB).
 HJ 633-2026 keeps the six categories, their AQI bands and colours (the revision changed
 the PM breakpoints, see aggregator/tables.py). The level number is what the aggregator
-writes in the `category` field of `aqi_hourly`; nothing here recomputes an AQI.
+writes in the `category` field of `aqi_hourly`; nothing here computes an AQI.
 """
 
 from __future__ import annotations
