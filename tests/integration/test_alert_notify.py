@@ -17,7 +17,6 @@ from alerts.notify.influx import InfluxNotifier
 from alerts.notify.mqtt import MqttNotifier
 from alerts.notify.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, WebhookNotifier, verify
 from aqpipe.influx import make_writer
-from tests.alerting import Receiver, alertmanager_to
 from tests.helpers import http_get, metric_value, wait_until
 
 pytestmark = pytest.mark.integration
@@ -35,18 +34,6 @@ def notification(state: str = "firing", outlet: str = "91620503MA002-DA001") -> 
                         "http://127.0.0.1:9120/cases/7")
 
 
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def alertmanager(receiver, tmp_path):
-    server = alertmanager_to(receiver, tmp_path / "am")
-    yield server
-    server.stop()
 
 
 def _am_alerts(am) -> list[dict]:

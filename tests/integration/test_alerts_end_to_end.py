@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.cases import store
 from aqpipe.config import Config, load_config
-from tests.alerting import Receiver, alertmanager_to
+from tests.alerting import Receiver
 from tests.helpers import http_get, service_starter, stack_minutes, wait_until
 
 pytestmark = pytest.mark.integration
@@ -35,18 +35,6 @@ limits = {{ so2 = 50, nox = 50 }}
 """
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def alertmanager(receiver, tmp_path):
-    server = alertmanager_to(receiver, tmp_path / "am")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -104,7 +92,7 @@ def test_two_corrected_exceedance_hours_make_one_alert_one_case_then_resolve_and
         return next(gen)()
 
     ingest(e2e_config)
-    agg = start(AggregatorService)
+    start(AggregatorService)
     alerts = start(AlertsService)
     today = datetime.now(CST).replace(hour=0, minute=0, second=0, microsecond=0)
     h1 = int((today - timedelta(days=1)).timestamp()) + 10 * HOUR  # yesterday 10:00 China time

@@ -14,7 +14,7 @@ import servers
 from alerts.cases import store
 from alerts.engine import load_alerts
 from aqpipe.config import Config, load_config
-from tests.alerting import Receiver, alertmanager_to
+from tests.alerting import alertmanager_to
 from tests.helpers import http_get, service_starter, wait_until
 
 pytestmark = pytest.mark.integration
@@ -33,12 +33,6 @@ def own_postgresql(tmp_path) -> Iterator[servers.Server]:
     yield server
     server.stop()
 
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def test_a_record_whose_commit_failed_is_redelivered_and_takes_effect_once(
@@ -133,6 +127,6 @@ def test_a_record_that_is_not_what_the_aggregator_publishes_is_rejected_alone(en
     effects = service.handle([(f"aq/v1/derived/stack/{OUTLET}", json.dumps(bad).encode()),
                               (f"aq/v1/derived/stack/{OUTLET}", b"{not json"),
                               (f"aq/v1/derived/stack/{OUTLET}", json.dumps(record(hour)).encode()),
-                              (f"aq/v1/derived/aqi/620503-001", json.dumps({"station": "620503-001", "time": "yesterday"}).encode())])
+                              ("aq/v1/derived/aqi/620503-001", json.dumps({"station": "620503-001", "time": "yesterday"}).encode())])
     assert service.rejected == 3 and [a.state for a in effects.changed] == ["firing"] and len(effects.cases) == 1
     service.db.dispose()

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from ingest.deadletter import DeadLetterStore
-from aqpipe.influx import InfluxQL
 from tests.helpers import http_get, metric_value, wait_until
 
 pytestmark = pytest.mark.integration

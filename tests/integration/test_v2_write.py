@@ -4,7 +4,6 @@ an independent server implementing that endpoint, read back through its export A
 from __future__ import annotations
 
 import json
-import time
 import urllib.parse
 from datetime import datetime, timedelta, timezone
 

@@ -23,7 +23,6 @@ from aqpipe.decoders.hj212 import (
     SUFFIX_FIELDS,
     FrameHead,
     build_encrypted_frame,
-    build_frame,
     decode,
     frame_to_readings,
     parse_frame,
