@@ -9,12 +9,14 @@ import threading
 
 from aqpipe.config import Hj212GatewayConfig, MqttConfig
 from aqpipe.registry import Registry
+from aqpipe.supervision import THREAD_ERRORS
 from ingest.hj212_gateway.access import Access
 from ingest.hj212_gateway.connection import READ_SIZE, Connection
 from ingest.hj212_gateway.metrics import ACCEPTED, CONNECTIONS
 from ingest.hj212_gateway.publisher import Publisher
 
 log = logging.getLogger("aqpipe.hj212_gateway")
+THREAD = "hj212-gateway"  # the aqpipe_thread_errors_total label of the gateway's event loop
 
 
 class Hj212Gateway:
@@ -38,6 +40,9 @@ class Hj212Gateway:
         self.port = 0  # the port actually bound (listen on port 0 picks one)
 
     async def start(self) -> None:
+        # Everything of the gateway (connections, paho's socket callbacks) runs on this
+        # loop: whatever raises there is logged and counted like any aqpipe thread's error.
+        asyncio.get_running_loop().set_exception_handler(_on_loop_error)
         self.publisher = Publisher(self.mqtt, self.cfg.client_id, self.cfg.max_pending, asyncio.get_running_loop())
         host, port = split_listen(self.cfg.listen)
         self._server = await asyncio.start_server(self._accept, host, port, limit=READ_SIZE, ssl=self._tls(),
@@ -77,6 +82,8 @@ class Hj212Gateway:
         try:
             await conn.run()
         finally:
+            if not writer.is_closing():  # conn.run raised: the logger sees the close, not a hang
+                writer.transport.abort()
             self.connections.discard(conn)
             CONNECTIONS.set(len(self.connections))
             if task is not None:
@@ -109,6 +116,17 @@ class Hj212Gateway:
         return drained
 
 
+def _on_loop_error(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """No silent failure: an exception nobody caught on the gateway's loop (a connection's
+    handler, a callback) is `event=thread_error thread=hj212-gateway`, counted in
+    aqpipe_thread_errors_total (the AqpipeThreadErrors rule). The loop goes on: one
+    connection's failure ends that connection only."""
+    error = context.get("exception")
+    THREAD_ERRORS.labels(THREAD).inc()
+    log.error("event=thread_error thread=%s error=%r detail=%s", THREAD, error, context.get("message", ""),
+              exc_info=error)
+
+
 def split_listen(listen: str) -> tuple[str, int]:
     """"HOST:PORT" or "[v6]:PORT" -> (host, port)."""
     host, _, port = listen.rpartition(":")
@@ -128,7 +146,7 @@ def run_in_thread(gateway: Hj212Gateway) -> tuple[asyncio.AbstractEventLoop, thr
         started.set()
         loop.run_forever()
 
-    thread = threading.Thread(target=_run, name="hj212-gateway", daemon=True)
+    thread = threading.Thread(target=_run, name=THREAD, daemon=True)
     thread.start()
     if not started.wait(10):
         raise RuntimeError("hj212 gateway did not start")

@@ -545,3 +545,38 @@ def test_the_gateway_speaks_tls_to_loggers_that_support_it(gateway, tmp_path, in
         except ConnectionResetError:
             answer = b""
         assert b"9014" not in answer  # whatever the TLS layer says (an alert, a close), never a data reply
+
+
+def test_an_error_in_a_connection_handler_is_logged_counted_and_the_next_logger_is_served(
+        gateway, monkeypatch, caplog):
+    from aqpipe.supervision import THREAD_ERRORS
+    from ingest.hj212_gateway.connection import Connection
+
+    errors = THREAD_ERRORS.labels("hj212-gateway")
+    before = errors._value.get()
+    original = Connection.run
+    failed: list[Connection] = []
+
+    async def fails_once(self: Connection) -> None:
+        if not failed:
+            failed.append(self)
+            raise RuntimeError("injected fault in a connection handler")
+        await original(self)
+
+    monkeypatch.setattr(Connection, "run", fails_once)
+    g = gateway()
+    first = connect(g)
+    first.sendall(stack_minute(MN1, _minute(2), qn="20261125120000001"))
+    try:  # closed by the gateway (a reset: the frame it sent was never read), not left hanging
+        assert read_frame(first) == b""
+    except ConnectionResetError:
+        pass
+    wait_until(lambda: errors._value.get() == before + 1)
+    assert any("event=thread_error thread=hj212-gateway" in r.getMessage() and "injected fault" in r.getMessage()
+               for r in caplog.records)
+    second = connect(g)
+    second.sendall(stack_minute(MN1, _minute(2), qn="20261125120000002"))
+    reply = parse_frame(read_frame(second))
+    assert (reply.cn, reply.qn) == ("9014", "20261125120000002")
+    first.close()
+    second.close()
