@@ -287,7 +287,9 @@ def data_segments(draw) -> tuple[str, dict]:
         values[code] = {main: v, "Flag": flag}
         groups.append(f"{code}-{main}={v},{code}-Flag={flag}")
     mn = draw(st.text("0123456789ABCDEF", min_size=1, max_size=24))
-    pw = draw(st.text("ghijkmnpqrstuvwxy", min_size=0, max_size=12))  # disjoint from MN and edits
+    # Letters in no field name, hex digit, edit or repr word (Frame, None, False): a password
+    # found in repr(frame) can only be a leak. (Lowercase once spelled "pnum".)
+    pw = draw(st.text("GHJKLPRUVWXY", min_size=0, max_size=12))
     t = draw(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31))).replace(microsecond=0)
     cp = ";".join([f"DataTime={t:%Y%m%d%H%M%S}", *groups])
     seg = f"QN={t:%Y%m%d%H%M%S}000;ST=31;CN={cn};PW={pw};MN={mn};Flag=5;CP=&&{cp}&&"
