@@ -134,8 +134,9 @@ class Rows:
             return []
         key = _series_key(self.measurement, self.identity)
         n = len(times)
-        if n == 1:  # most messages: one reading
-            return [self._line(key, 0)]
+        if n == 1 and not self.flags[0]:  # most messages: one reading (_line, inlined)
+            v = values[0]
+            return [_template(key, tuple(v), (), statuses[0]) % (*map(_float_text.__getitem__, v.values()), times[0])]
         names = tuple(values[0])
         if statuses.count(statuses[0]) == n and all(map(names.__eq__, map(tuple, values))):
             template = _template(key, names, (), statuses[0])
