@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import chain, compress
+from itertools import chain, compress, repeat
+from operator import mod
 
 # Measurement -> identity tag key (DESIGN.md, InfluxDB schema).
 IDENTITY_TAG = {"ambient": "station", "stack": "outlet"}
@@ -138,11 +139,11 @@ class Rows:
             v = values[0]
             return [_template(key, tuple(v), (), statuses[0]) % (*map(_float_text.__getitem__, v.values()), times[0])]
         names = tuple(values[0])
-        if statuses.count(statuses[0]) == n and all(map(names.__eq__, map(tuple, values))):
+        if statuses.count(statuses[0]) == n and list(map(tuple, values)).count(names) == n:
             template = _template(key, names, (), statuses[0])
             texts = map(_float_text.__getitem__, chain.from_iterable(map(dict.values, values)))
             # zip takes len(names) texts, then the time, per point: one point's arguments.
-            out = list(map(template.__mod__, zip(*[texts] * len(names), times)))
+            out = list(map(mod, repeat(template, n), zip(*[texts] * len(names), times)))
             flags = self.flags
             if any(flags):  # a few points carry flags too: those are formatted again, with them
                 for i in compress(range(n), flags):
