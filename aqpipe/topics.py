@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 # Topic kind -> (measurement or decoder, identity). Only device topics are ingested;
 # derived/, alerts/ and status/ belong to the other services.
@@ -22,6 +23,7 @@ def subscriptions(prefix: str, shared_group: str = "") -> list[str]:
     return filters
 
 
+@lru_cache(maxsize=65536)  # a topic per device, on every message
 def parse(topic: str, prefix: str) -> DeviceTopic | None:
     """`aq/v1/ambient/620503-001` -> DeviceTopic('ambient', '620503-001'); None if not a device topic."""
     head = prefix + "/"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from itertools import chain
+from operator import ge
 
 from aqpipe import dataflags
 from aqpipe.errors import Reason, RejectedReading
@@ -26,6 +28,7 @@ class Validator:
         self.retention_ns = int(retention_days * 86400 * NS)
         # Canonical unit -> how far below zero a concentration may read (ingest.negative_noise*).
         self.negative_noise = dict(NEGATIVE_NOISE if negative_noise is None else negative_noise)
+        self._bounds: dict[str, _Bounds] = {}  # measurement -> value name -> lower bound
 
     def check(self, reading: Reading, now_ns: int) -> None:
         self._check(reading.measurement, reading.time_ns, reading.values, reading.flags, now_ns)
@@ -33,18 +36,36 @@ class Validator:
     def check_rows(self, rows: Rows, now_ns: int) -> None:
         """`check` for every reading of a message, in order, with the same first rejection;
         done in bulk first (one pass over all times, values and flags, in C), and reading by
-        reading only if that finds something to reject or a negative value to look at."""
+        reading only if that finds something to reject."""
         times, values = rows.times, rows.values
         if len(times) == 1:  # one reading: nothing to gain from the bulk pass
             self._check(rows.measurement, times[0], values[0], rows.flags[0], now_ns)
             return
         if (min(times) >= now_ns - self.retention_ns and max(times) <= now_ns + self.future_ns and all(values)
-                and math.isfinite(sum(map(sum, map(dict.values, values))))
-                and min(map(min, map(dict.values, values))) >= 0
+                and (rows.finite or math.isfinite(sum(map(sum, map(dict.values, values)))))
+                and (min(map(min, map(dict.values, values))) >= 0 or self._above_bounds(rows.measurement, values))
                 and (not any(rows.flags) or FLAGS.issuperset([f for flags in rows.flags for f in flags.values()]))):
             return
         for t, v, f in zip(times, values, rows.flags):
             self._check(rows.measurement, t, v, f, now_ns)
+
+    def _above_bounds(self, measurement: str, values: list[dict[str, float]]) -> bool:
+        """No value below its lower bound (`_check_values` would let every one pass), checked
+        in one pass: a message with negative values that may be negative (temperatures,
+        concentrations within sensor noise) stays on the bulk path. Values known finite."""
+        bounds = self._bounds.get(measurement)
+        if bounds is None:
+            bounds = self._bounds[measurement] = _Bounds(self._lower_bound, measurement)
+        return all(map(ge, chain.from_iterable(map(dict.values, values)),
+                       map(bounds.__getitem__, chain.from_iterable(values))))
+
+    def _lower_bound(self, measurement: str, name: str) -> float:
+        """The least value of `name` that `_check_values` accepts."""
+        base = _base_name(name)
+        noise = self.negative_noise.get(FIELDS[measurement].get(base, ""))
+        if base in NON_NEGATIVE:
+            return 0.0
+        return -noise if noise is not None else -math.inf
 
     def _check(self, measurement: str, time_ns: int, values: dict[str, float], flags: dict[str, str], now_ns: int) -> None:
         if time_ns > now_ns + self.future_ns:
@@ -57,7 +78,7 @@ class Validator:
             raise RejectedReading(Reason.SCHEMA, "no values")
         numbers = values.values()
         # Checked in bulk first: a finite sum proves every value finite.
-        if not (math.isfinite(sum(numbers)) and min(numbers) >= 0):
+        if not (math.isfinite(sum(numbers)) and (min(numbers) >= 0 or self._above_bounds(measurement, [values]))):
             self._check_values(measurement, values)
         if flags and not FLAGS.issuperset(flags.values()):
             for name, flag in flags.items():
@@ -77,6 +98,18 @@ class Validator:
                     raise RejectedReading(Reason.NEGATIVE, f"{name} = {value} is below -{noise} (sensor noise)")
                 if base in NON_NEGATIVE:
                     raise RejectedReading(Reason.NEGATIVE, f"{name} = {value} cannot be negative")
+
+
+class _Bounds(dict[str, float]):
+    """Value name -> its lower bound, for one measurement, filled as names are met."""
+
+    def __init__(self, bound: Callable[[str, str], float], measurement: str) -> None:
+        super().__init__()
+        self._bound, self._measurement = bound, measurement
+
+    def __missing__(self, name: str) -> float:
+        value = self[name] = self._bound(self._measurement, name)
+        return value
 
 
 def _base_name(field: str) -> str:

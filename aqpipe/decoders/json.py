@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from itertools import chain
+from itertools import chain, compress, repeat
+from operator import itemgetter, mul
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
@@ -79,7 +80,32 @@ class _EnvelopeDict(TypedDict):
 
 
 _FAST = TypeAdapter(_EnvelopeDict)
+_TIME, _VALUES = itemgetter("time"), itemgetter("values")
 _NONE: dict[str, str] = {}  # read only: the flags or units of a payload that gives none
+
+
+def _plain_schema(measurement: str) -> TypeAdapter:
+    """The plain payloads of one measurement, as a schema: `_EnvelopeDict` narrowed to what
+    needs nothing dropped, converted or checked for finiteness (known value names, numbers
+    only: no nulls, no NaN or infinity; no units; no other identity key; `status` only on
+    stack). Checked in Rust while parsing, instead of in Python reading by reading; a
+    payload it refuses goes the general way (`parse_envelope`), which rejects or decodes it
+    exactly as if this schema did not exist."""
+    values = dict[Literal[tuple(FIELDS[measurement])], float]  # type: ignore[misc]
+    extra: dict[str, Any] = {"status": NotRequired[Status | None]} if measurement == "stack" else {}
+    config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    item = with_config(config)(TypedDict(f"_Plain{measurement.title()}Item", {  # type: ignore[operator]
+        "time": Time, "interval_s": NotRequired[Interval], "values": values, "flags": NotRequired[dict[str, str]],
+        "units": NotRequired[Annotated[dict[str, str], Field(max_length=0)]], **extra}))
+    envelope = with_config(config)(TypedDict(f"_Plain{measurement.title()}", {  # type: ignore[operator]
+        IDENTITY_TAG[measurement]: str, "time": NotRequired[Time | None], "interval_s": NotRequired[Interval],
+        "values": NotRequired[values], "flags": NotRequired[dict[str, str]],
+        "units": NotRequired[Annotated[dict[str, str], Field(max_length=0)]], **extra,
+        "readings": NotRequired[list[item]]}))  # type: ignore[valid-type]
+    return TypeAdapter(envelope)
+
+
+_PLAIN = {measurement: _plain_schema(measurement) for measurement in FIELDS}
 
 
 def parse_envelope(text: str) -> dict[str, Any]:
@@ -113,7 +139,16 @@ def decode_rows(measurement: str, identity: str, payload: bytes) -> Rows | list[
         text = payload.decode("utf-8")
     except UnicodeDecodeError as e:
         raise RejectedReading(Reason.NOT_UTF8, f"byte {e.start}: {e.reason}") from None
-    env = parse_envelope(text)
+    try:
+        env = _PLAIN[measurement].validate_json(text)
+    except ValidationError:
+        return rows_of(measurement, identity, parse_envelope(text), plain=False)
+    return rows_of(measurement, identity, env, plain=True)
+
+
+def rows_of(measurement: str, identity: str, env: dict[str, Any], plain: bool) -> Rows | list[Reading]:
+    """The readings of a parsed payload. `plain`: the plain schema accepted it, so the checks
+    that say so (known names, finite numbers, no units, no ambient status) are skipped."""
     get = env.get
 
     id_key = IDENTITY_TAG[measurement]
@@ -126,7 +161,8 @@ def decode_rows(measurement: str, identity: str, payload: bytes) -> Rows | list[
     if claimed != identity:
         raise RejectedReading(Reason.IDENTITY_MISMATCH, f"payload {id_key} {claimed!r} on the topic of {identity!r}")
     items = get("readings")
-    if measurement == "ambient" and (get("status") is not None or any([i.get("status") for i in items or ()])):
+    if (measurement == "ambient" and not plain  # the ambient plain schema has no 'status'
+            and (get("status") is not None or any([i.get("status") for i in items or ()]))):
         raise RejectedReading(Reason.SCHEMA, "'status' is for stack outlets")
 
     known = FIELDS[measurement]
@@ -136,29 +172,33 @@ def decode_rows(measurement: str, identity: str, payload: bytes) -> Rows | list[
             raise RejectedReading(Reason.SCHEMA, "a batch has 'readings' and no top-level 'time'/'values'")
         if not items:
             raise RejectedReading(Reason.SCHEMA, "'readings' is empty")
-        values = [i["values"] for i in items]
+        values = list(map(_VALUES, items))
         # All plain (the checks of _plain, over the whole batch at once, in C).
-        if (not env_units and not any([i.get("units") for i in items])
-                and known.keys() >= set(chain.from_iterable(values))
-                and None not in chain.from_iterable(map(dict.values, values))):
-            statuses = [i.get("status") for i in items]
-            if not any([i.get("flags") for i in items]):
-                times = [t * 1_000_000_000 if type(t) is int else parse_time(t) for t in [i["time"] for i in items]]
-                return Rows(measurement, identity, times, values, [_NONE] * len(items), statuses)
-            rows = Rows(measurement, identity, [], values, [], statuses)
-            for i in items:  # item by item, time then flags, in the order _reading checks them
-                t = i["time"]
-                rows.times.append(t * 1_000_000_000 if type(t) is int else parse_time(t))
-                rows.flags.append(_flags(i.get("flags") or _NONE, i["values"]))
-            return rows
+        if plain or (not env_units and not any([i.get("units") for i in items])
+                     and known.keys() >= set(chain.from_iterable(values))
+                     and None not in chain.from_iterable(map(dict.values, values))):
+            n = len(items)
+            statuses = [None] * n if plain and measurement == "ambient" else list(map(dict.get, items, repeat("status")))
+            try:
+                times = _times(list(map(_TIME, items)))
+            except RejectedReading:
+                for i in items:  # the first fault as _reading finds it: item by item, time then flags
+                    parse_time(i["time"])
+                    _flags(i.get("flags") or _NONE, i["values"])
+                raise
+            flags = [_NONE] * n
+            item_flags = list(map(dict.get, items, repeat("flags")))
+            for k in compress(range(n), item_flags):  # times are good: the first fault is in the flags
+                flags[k] = _flags(item_flags[k], values[k])
+            return Rows(measurement, identity, times, values, flags, statuses, plain)
         return [_reading(measurement, identity, i["time"], i["values"], i.get("flags") or _NONE, i.get("status"),
                          {**env_units, **(i.get("units") or _NONE)}) for i in items]
     values, when = get("values"), get("time")
     if values is None or when is None:
         raise RejectedReading(Reason.SCHEMA, "a reading needs 'time' and 'values' (or a 'readings' list)")
     flags = get("flags") or _NONE
-    if not env_units and _plain(known, values):
-        return Rows(measurement, identity, [parse_time(when)], [values], [_flags(flags, values)], [get("status")])
+    if plain or (not env_units and _plain(known, values)):
+        return Rows(measurement, identity, [parse_time(when)], [values], [_flags(flags, values)], [get("status")], plain)
     return [_reading(measurement, identity, when, values, flags, get("status"), env_units)]
 
 
@@ -207,16 +247,49 @@ def _flags(flags: dict[str, str], values: dict[str, float | None]) -> dict[str, 
     return out
 
 
+_NS = 1_000_000_000
+
+
+def _times(times: list[Any]) -> list[int]:
+    """`parse_time` of each, in order (so the first bad one raises); epoch seconds in C."""
+    kinds = set(map(type, times))
+    if kinds == {int}:
+        return list(map(mul, times, repeat(_NS)))
+    if kinds == {str}:  # ISO texts, most of them seen already (the same minutes from every station)
+        known = list(map(_iso_ns.get, times))
+        if None not in known:
+            return known  # type: ignore[return-value]
+    return list(map(parse_time, times))
+
+
+_ISO_MAX = 100_000
+_iso_ns: dict[str, int] = {}  # ISO text -> epoch ns: stations report the same minutes
+
+
 def parse_time(value: Any) -> int:
     """ISO 8601 with offset, or epoch seconds, to UTC epoch nanoseconds."""
+    if type(value) is int:
+        return value * _NS
+    if type(value) is str:
+        ns = _iso_ns.get(value)
+        if ns is None:
+            ns = _parse_iso(value)
+            if len(_iso_ns) >= _ISO_MAX:
+                _iso_ns.clear()
+            _iso_ns[value] = ns
+        return ns
     if isinstance(value, bool):
         raise RejectedReading(Reason.SCHEMA, "time must be ISO 8601 or epoch seconds")
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise RejectedReading(Reason.NOT_FINITE, f"time is {value}")
         if isinstance(value, int):
-            return value * 1_000_000_000
+            return value * _NS
         return round(value * 1e6) * 1000
+    return _parse_iso(value)
+
+
+def _parse_iso(value: str) -> int:
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
