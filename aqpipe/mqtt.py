@@ -89,7 +89,7 @@ class _Client(paho.Client):
         the messages devices send; any other packet (QoS 2, properties, MQTT 3, too short to
         be well formed) is paho's to decode and answer, as before. The message handed to
         on_message is the same but for `properties`, the shared empty NO_PROPERTIES."""
-        packet: bytes = self._in_packet["packet"]
+        packet: bytearray = self._in_packet["packet"]  # paho reads into a bytearray
         command = self._in_packet["command"]
         qos = (command & 0x06) >> 1
         if not _FAST_PUBLISH or self._protocol != paho.MQTTv5 or qos > 1 or len(packet) < 2:
@@ -100,12 +100,14 @@ class _Client(paho.Client):
         at = end + 2 * qos
         if len(packet) <= at or packet[at] != 0:
             return super()._handle_publish()
-        message = paho.MQTTMessage(mid=int.from_bytes(packet[end:at], "big") if qos else 0, topic=packet[2:end])
+        view = memoryview(packet)  # bytes() of a slice of it: one copy, as paho's struct.unpack makes
+        message = paho.MQTTMessage(mid=int.from_bytes(view[end:at], "big") if qos else 0, topic=bytes(view[2:end]))
         message.dup = (command & 0x08) != 0
         message.qos = qos
         message.retain = (command & 0x01) != 0
         message.properties = NO_PROPERTIES
-        message.payload = packet[at + 1:]
+        message.payload = bytes(view[at + 1:])
+        view.release()
         self._easy_log(paho.MQTT_LOG_DEBUG, "Received PUBLISH (d%d, q%d, r%d, m%d), %r, ...  (%d bytes)",
                        message.dup, qos, message.retain, message.mid, message._topic, len(message.payload))
         message.timestamp = _now()

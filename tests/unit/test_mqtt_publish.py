@@ -47,12 +47,12 @@ def _handle(client_class: type, command: int, packet: bytes, manual_ack: bool, p
     client = client_class(callback_api_version=CallbackAPIVersion.VERSION2, protocol=protocol, manual_ack=manual_ack)
     got = []
     client.on_message = lambda c, u, m: got.append(m)
-    client._in_packet = {"command": command, "packet": packet}
+    client._in_packet = {"command": command, "packet": bytearray(packet)}  # what paho reads into
     try:
         rc: object = client._handle_publish()
     except Exception as e:  # noqa: BLE001 - paho's own answer to a malformed packet is part of what is compared
         rc = type(e).__name__
-    messages = [(m.mid, m._topic, m.payload, m.qos, m.dup, m.retain, m.state, m.info.mid,
+    messages = [(m.mid, m._topic, type(m._topic), m.payload, type(m.payload), m.qos, m.dup, m.retain, m.state, m.info.mid,
                  sorted(m.properties.json().items()) if m.properties is not None else None) for m in got]
     queued = [(p["command"], bytes(p["packet"]), p["qos"], p["mid"]) for p in client._out_packet]
     return rc, messages, queued
@@ -70,7 +70,7 @@ def test_a_device_publish_takes_the_shared_empty_properties():
     client = mqtt.make_client(MqttConfig(), manual_ack=True)
     got = []
     client.on_message = lambda c, u, m: got.append(m)
-    client._in_packet = {"command": 0x32, "packet": body}
+    client._in_packet = {"command": 0x32, "packet": bytearray(body)}
     assert client._handle_publish() == paho.MQTTErrorCode.MQTT_ERR_SUCCESS
     assert got[0].properties is mqtt.NO_PROPERTIES and got[0].mid == 7 and got[0].payload == b'{"x": 1}'
     assert not client._out_packet  # manual ack: nothing sent until the message is durable
@@ -82,6 +82,6 @@ def test_a_publish_with_properties_keeps_them(kind):
     client = mqtt.make_client(MqttConfig(), manual_ack=True)
     got = []
     client.on_message = lambda c, u, m: got.append(m)
-    client._in_packet = {"command": 0x32, "packet": body}
+    client._in_packet = {"command": 0x32, "packet": bytearray(body)}
     client._handle_publish()
     assert got[0].properties is not mqtt.NO_PROPERTIES and got[0].properties.json()
