@@ -59,7 +59,8 @@ def binary(name: str) -> str:
     raise ServerError(f"{name} is not installed: apt-get install {DEBIAN_PACKAGE[name]} (or run `make deps`)")
 
 
-def mosquitto_conf(d: Path, port: int, auth: tuple[Path, Path] | None = None) -> str:
+def mosquitto_conf(d: Path, port: int, auth: tuple[Path, Path] | None = None,
+                   tls: tuple[Path, Path] | None = None) -> str:
     # Manual acks wait for durability, so the broker must allow a large in-flight window
     # and keep a deep queue for persistent sessions while a consumer is down.
     # `user`: Mosquitto started as root otherwise drops to the mosquitto user, which
@@ -68,6 +69,7 @@ def mosquitto_conf(d: Path, port: int, auth: tuple[Path, Path] | None = None) ->
     return f"""\
 {"user " + user if user else ""}
 listener {port} 127.0.0.1
+{f"certfile {tls[0]}{chr(10)}keyfile {tls[1]}" if tls else ""}
 {f"allow_anonymous false{chr(10)}password_file {auth[0]}{chr(10)}acl_file {auth[1]}" if auth else "allow_anonymous true"}
 persistence true
 persistence_location {d}/
@@ -178,6 +180,7 @@ class Server:
     directory: Path
     pid: int | None = None
     auth: tuple[Path, Path] | None = None  # mosquitto: (password file, ACL file)
+    tls: tuple[Path, Path] | None = None  # mosquitto: (certificate chain, key): TLS on its listener
     config_file: Path | None = None  # alertmanager / prometheus: use this config instead of the minimal one
 
     @property
@@ -189,7 +192,7 @@ class Server:
         d.mkdir(parents=True, exist_ok=True)
         exe = binary(self.name)
         if self.name == "mosquitto":
-            (d / "mosquitto.conf").write_text(mosquitto_conf(d, self.port, self.auth))
+            (d / "mosquitto.conf").write_text(mosquitto_conf(d, self.port, self.auth, self.tls))
             return [exe, "-c", str(d / "mosquitto.conf")]
         if self.name == "influxdb":
             (d / "influxdb.conf").write_text(influxdb_conf(d, self.port))

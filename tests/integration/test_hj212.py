@@ -26,7 +26,7 @@ from aqpipe.registry import Registry
 from ingest.deadletter import DeadLetterStore
 from aqpipe.decoders.hj212 import build_encrypted_frame, build_frame, parse_frame
 from tests.conftest import ROOT, servers
-from tests.helpers import wait_until
+from tests.helpers import self_signed, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -496,35 +496,9 @@ def test_an_encrypted_2025_frame_from_a_logger_without_its_key_is_dead_lettered_
     s.close()
 
 
-def _self_signed(tmp_path) -> tuple:
-    """A self-signed certificate for 127.0.0.1, made here with `cryptography`."""
-    import datetime as dt
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aqpipe-hj212-gateway-test")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "gw.crt", tmp_path / "gw.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 def test_the_gateway_speaks_tls_to_loggers_that_support_it(gateway, tmp_path, ingest, influx):
     ingest()
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, "aqpipe-hj212-gateway-test")
     g = gateway(tls_cert=cert, tls_key=key)
     ctx = ssl.create_default_context(cafile=str(cert))  # the client verifies the gateway's certificate
     t = _minute(4)
