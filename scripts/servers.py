@@ -202,7 +202,7 @@ class Server:
             if self.config_file is None:
                 config.write_text(alertmanager_conf())
             return [exe, f"--config.file={config}", f"--storage.path={d}/data",
-                    f"--web.listen-address=127.0.0.1:{self.port}", f"--cluster.listen-address=",
+                    f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
                     "--log.level=warn"]
         if self.name == "victoriametrics":
             return [exe, f"-storageDataPath={d}/data", f"-httpListenAddr=127.0.0.1:{self.port}",
