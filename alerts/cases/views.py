@@ -19,6 +19,7 @@ from sqlalchemy import Connection, select
 
 from alerts.cases import citations, workflow
 from alerts.cases.errors import CaseError, CaseNotFound
+from alerts.cases.faultcap import FAULT_TYPE
 from alerts.cases.marks import MARK_TYPES, Mark, list_marks
 from alerts.cases.schema import (TERMINAL_STATES, alert_hours, alerts, case_events, case_hours, cases, deadlines,
                                  enterprise_reports, measures, penalties)
@@ -146,6 +147,12 @@ def _view(conn: Connection, row: Any, url_template: str, now: datetime) -> CaseV
         t = mark_types.get(h["mark_id"])
         h["mark_type"] = t
         h["mark_label"] = MARK_TYPES[t].label if t in MARK_TYPES else None
+        # an exceeded hour an active fault mark covers was judged because the year's fault cap
+        # (cases.fault_mark_hours_per_year) was used up: the only way a covering exempting mark fails
+        end = datetime.fromisoformat(h["hour_end"])
+        h["fault_cap_reached"] = h["verdict"] == "exceeded" and any(
+            m.active and m.type == FAULT_TYPE and m.start < end and (m.end is None or m.end > end - HOUR)
+            for m in shown_marks)
     history = [{"id": e.id, "at": e.at.isoformat(), "by": e.by, "action": e.action, "from_state": e.from_state,
                 "to_state": e.to_state, "date": e.event_date.isoformat() if e.event_date else None, "note": e.note,
                 "refs": e.refs, "data": e.data}
