@@ -48,9 +48,11 @@ def _workflow_table() -> str:
 
 
 def _mark_types_table() -> str:
-    return "mark types (key or Chinese name):\n" + "\n".join(
+    return ("mark types (key or Chinese name):\n" + "\n".join(
         f"  {t.key:<15} {t.label:<6} {'exempting' if t.exempting else 'informative only'} ({t.category})"
         for t in marks_mod.MARK_TYPES.values())
+        + "\n\nfault (故障) marks exempt at most cases.fault_mark_hours_per_year hours per outlet and China year\n"
+          "(unset: no cap); past it an hour is judged, and the output says the cap was used up.")
 
 
 def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:

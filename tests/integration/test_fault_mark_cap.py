@@ -179,3 +179,43 @@ def test_aqpipe_cases_show_and_marks_add_say_the_cap_was_used_up(tmp_path) -> No
     as_json = json.loads(subprocess.run([aqpipe, "cases", "show", str(case_id), "--json"], env=env,
                                         capture_output=True, text=True, timeout=120).stdout)
     assert [h["fault_cap_reached"] for h in as_json["hours"]] == [False, True]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def capped_web(request, env):
+    """The case desk with a cap of one fault hour a year, on SQLite and on PostgreSQL."""
+    from fastapi.testclient import TestClient
+
+    from alerts.web.app import create_app
+    from alerts.web.context import WebContext
+    from aqpipe.config import load_config
+
+    env = {**env, "AQPIPE_CASES__FAULT_MARK_HOURS_PER_YEAR": "1"}
+    if request.param == "postgresql":
+        env["AQPIPE_CASES__DATABASE_URL"] = request.getfixturevalue("postgresql_url")
+    ctx = WebContext.from_config(load_config(None, env))
+    with TestClient(create_app(ctx), follow_redirects=False) as client:
+        yield ctx, client
+    ctx.engine.dispose()
+
+
+def test_a_fault_mark_entered_on_the_desk_is_capped_and_the_case_page_says_so(capped_web) -> None:
+    import re
+
+    ctx, client = capped_web
+    case_id = record(ctx.engine, [T0, T0 + H, T0 + 2 * H], cap=1)
+    password = ctx.users.add_user("li", "operator")
+    def csrf_of(html: str) -> str:
+        return re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)
+
+    login = client.post("/login", data={"username": "li", "password": password,
+                                        "csrf": csrf_of(client.get("/login").text)})
+    assert login.status_code == 303, login.text
+    csrf = csrf_of(client.get("/account").text)
+    r = client.post("/marks", data={"csrf": csrf, "outlet": OUTLET, "pollutant": "", "type": "fault",
+                                    "start": "2026-03-01T09:00", "end": "2026-03-01T12:00", "reason": "故障",
+                                    "evidence_ref": ""})
+    assert r.status_code == 303, r.text
+    assert verdicts(ctx.engine, case_id) == ["marked", "exceeded", "exceeded"]
+    html = client.get(f"/cases/{case_id}").text
+    assert html.count("故障标记年度小时上限已用完") == 2 and 'id="exceeded-hours">2<' in html
