@@ -24,6 +24,8 @@ from alerts.cases.schema import TERMINAL_STATES, case_hours, cases, mark_events,
 from alerts.cases.timeutil import require_aware
 
 HOUR = timedelta(hours=1)
+# the case events that record how an hour was judged (the last one of an hour holds)
+HOUR_JUDGEMENTS = ("hour_added", "hour_marked", "hour_unmarked", "hour_fault_capped")
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,16 @@ def _reevaluate(conn: Connection, mark: Mark, by: str, at: datetime,
         now_mark = hour_exemption(conn, mark.outlet, row.pollutant, row.hour_end, fault_cap)
         new_id = now_mark.id if now_mark is not None else None
         if new_id == row.mark_id:
+            if new_id is None and capped and row.hour_end > mark.start and (
+                    mark.end is None or row.hour_end - HOUR < mark.end):
+                # this fault mark covers the hour, yet it stays judged: say why, once per mark change
+                cap = cap_note(conn, mark.outlet, row.hour_end, fault_cap) if mark.active else ""
+                if cap:
+                    change = {"case_id": row.case_id, "hour_end": row.hour_end.isoformat(), "mark_id": None,
+                              "previous_mark_id": None, "fault_cap_reached": True}
+                    record_case_event(conn, row.case_id, at, by, "hour_fault_capped",
+                                      note=f"mark {mark.id} ({MARK_TYPES[mark.type].label}) added; {cap}", data=change)
+                    changed.append(change)
             continue
         conn.execute(case_hours.update().where(case_hours.c.id == row.id).values(mark_id=new_id, updated_at=at))
         action = "hour_marked" if new_id is not None else "hour_unmarked"

@@ -19,8 +19,7 @@ from sqlalchemy import Connection, select
 
 from alerts.cases import citations, workflow
 from alerts.cases.errors import CaseError, CaseNotFound
-from alerts.cases.faultcap import FAULT_TYPE
-from alerts.cases.marks import MARK_TYPES, Mark, list_marks
+from alerts.cases.marks import HOUR_JUDGEMENTS, MARK_TYPES, Mark, list_marks
 from alerts.cases.schema import (TERMINAL_STATES, alert_hours, alerts, case_events, case_hours, cases, deadlines,
                                  enterprise_reports, measures, penalties)
 from alerts.cases.timeutil import hour_china_date
@@ -147,17 +146,19 @@ def _view(conn: Connection, row: Any, url_template: str, now: datetime) -> CaseV
         t = mark_types.get(h["mark_id"])
         h["mark_type"] = t
         h["mark_label"] = MARK_TYPES[t].label if t in MARK_TYPES else None
-        # an exceeded hour an active fault mark covers was judged because the year's fault cap
-        # (cases.fault_mark_hours_per_year) was used up: the only way a covering exempting mark fails
-        end = datetime.fromisoformat(h["hour_end"])
-        h["fault_cap_reached"] = h["verdict"] == "exceeded" and any(
-            m.active and m.type == FAULT_TYPE and m.start < end and (m.end is None or m.end > end - HOUR)
-            for m in shown_marks)
     history = [{"id": e.id, "at": e.at.isoformat(), "by": e.by, "action": e.action, "from_state": e.from_state,
                 "to_state": e.to_state, "date": e.event_date.isoformat() if e.event_date else None, "note": e.note,
                 "refs": e.refs, "data": e.data}
                for e in conn.execute(select(case_events).where(case_events.c.case_id == cid)
                                      .order_by(case_events.c.id))]
+    # an exceeded hour was judged because the year's fault-mark cap was used up when the last
+    # audited judgement of it (hour_added/_marked/_unmarked/_fault_capped) says so
+    capped: dict[str, bool] = {}
+    for e in history:
+        if e["action"] in HOUR_JUDGEMENTS and isinstance(e["data"], dict) and "hour_end" in e["data"]:
+            capped[e["data"]["hour_end"]] = bool(e["data"].get("fault_cap_reached"))
+    for h in hours:
+        h["fault_cap_reached"] = h["verdict"] == "exceeded" and capped.get(h["hour_end"], False)
     terminal = row.status in TERMINAL_STATES
     dls = [{"id": d.id, "kind": d.kind, "due": d.due_at.isoformat(),
             "due_date": d.due_date.isoformat() if d.due_date else None,

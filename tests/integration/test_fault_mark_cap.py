@@ -76,6 +76,17 @@ def test_hours_within_the_cap_stay_exempt_and_the_first_beyond_it_is_judged_and_
     assert "4 fault hours this year" in added[3]
 
 
+def test_a_fault_mark_added_over_judged_hours_marks_those_within_the_cap_and_says_why_the_rest_stay(
+        case_engine) -> None:
+    case_id = record(case_engine, [T0, T0 + H], cap=1)
+    m = fault(case_engine, T0 - H, T0 + H, cap=1)
+    with case_engine.connect() as conn:
+        c = store.get_case(conn, case_id, URL).to_json()
+    assert [(h["verdict"], h["fault_cap_reached"]) for h in c["hours"]] == [("marked", False), ("exceeded", True)]
+    action, note = case_events_of(case_engine, case_id)[-1]
+    assert action == "hour_fault_capped" and f"mark {m.id}" in note and "cap reached" in note
+
+
 def test_unset_cap_keeps_every_fault_hour_exempt(case_engine) -> None:
     fault(case_engine, T0 - H, T0 + 4 * H, cap=None)
     case_id = record(case_engine, [T0 + i * H for i in range(5)], cap=None)
