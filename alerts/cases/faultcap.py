@@ -18,7 +18,6 @@ from typing import Iterable
 from alerts.cases.timeutil import CHINA, require_aware
 
 HOUR = timedelta(hours=1)
-FAULT_TYPE = "fault"  # the MARK_TYPES key the cap applies to
 
 
 def floor_hour(t: datetime) -> datetime:

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, and_, or_, select
 
 from alerts.cases.audit import record_case_event, record_mark_event
 from alerts.cases.errors import MarkError, MarkNotFound
-from alerts.cases.faultcap import FAULT_TYPE, ceil_hour, china_year_bounds, fault_hours_through, within_cap
+from alerts.cases.faultcap import ceil_hour, china_year_bounds, fault_hours_through, within_cap
 from alerts.cases.schema import TERMINAL_STATES, case_hours, cases, mark_events, marks
 from alerts.cases.timeutil import require_aware
 
@@ -34,6 +34,7 @@ class MarkType:
     label: str  # the word the enterprise and the platform use
     exempting: bool  # takes the hours it covers out of judgement
     category: str  # 'operating' (工况标记) or 'device' (设备标记), the "1+N" system's two halves
+    capped: bool = False  # counts against cases.fault_mark_hours_per_year (alerts/cases/faultcap.py)
 
 
 # Types as data: add a row for a new industry rule. Not exempting: marks that only inform.
@@ -41,7 +42,7 @@ MARK_TYPES: dict[str, MarkType] = {t.key: t for t in (
     MarkType("stopped", "停运", True, "operating"),
     MarkType("startup", "启炉", True, "operating"),
     MarkType("shutdown", "停炉", True, "operating"),
-    MarkType("fault", "故障", True, "operating"),  # capped: cases.fault_mark_hours_per_year (faultcap.py)
+    MarkType("fault", "故障", True, "operating", capped=True),  # platforms cap fault hours per year
     MarkType("maintenance", "维护", True, "device"),
     MarkType("calibration", "校准", True, "device"),
     MarkType("comms_outage", "通讯中断", True, "device"),
@@ -50,6 +51,10 @@ MARK_TYPES: dict[str, MarkType] = {t.key: t for t in (
     MarkType("grid_connected", "并网", False, "operating"),
     MarkType("note", "说明", False, "operating"),
 )}
+
+
+# the types whose hours share the annual cap (one count per outlet and year)
+CAPPED_TYPES: tuple[str, ...] = tuple(t.key for t in MARK_TYPES.values() if t.capped)
 
 
 def mark_type(name: str) -> MarkType:
@@ -216,7 +221,7 @@ def exempting_mark(conn: Connection, outlet: str, pollutant: str | None, start: 
         return _mark(row) if row is not None else None
     capped: bool | None = None  # computed once, only if a fault mark is met first
     for row in conn.execute(q).all():
-        if row.type != FAULT_TYPE:
+        if row.type not in CAPPED_TYPES:
             return _mark(row)
         if capped is None:
             capped = fault_cap_reached(conn, outlet, ceil_hour(require_aware(end, "end")), fault_cap)
@@ -236,7 +241,7 @@ def fault_hours_used(conn: Connection, outlet: str, hour_end: datetime) -> int:
     """The outlet's fault-mark hours of the China year of the hour ending at `hour_end`, through that hour."""
     year_start, _ = china_year_bounds(hour_end)
     rows = conn.execute(select(marks.c.start, marks.c.end).where(
-        marks.c.outlet == outlet, marks.c.type == FAULT_TYPE, marks.c.removed_at.is_(None),
+        marks.c.outlet == outlet, marks.c.type.in_(CAPPED_TYPES), marks.c.removed_at.is_(None),
         marks.c.start < require_aware(hour_end, "hour_end"),
         or_(marks.c.end.is_(None), marks.c.end > year_start))).all()
     return fault_hours_through([(r.start, r.end) for r in rows], hour_end)
@@ -259,7 +264,7 @@ def cap_note(conn: Connection, outlet: str, hour_end: datetime, fault_cap: int |
 def fault_mark_covers(conn: Connection, outlet: str, pollutant: str, hour_end: datetime) -> bool:
     """Whether an active fault mark covers the hour (so an unmarked hour was judged by the cap)."""
     return conn.execute(select(marks.c.id).where(
-        marks.c.outlet == outlet, marks.c.type == FAULT_TYPE, marks.c.removed_at.is_(None),
+        marks.c.outlet == outlet, marks.c.type.in_(CAPPED_TYPES), marks.c.removed_at.is_(None),
         or_(marks.c.pollutant == pollutant, marks.c.pollutant.is_(None)),
         marks.c.start < hour_end, or_(marks.c.end.is_(None), marks.c.end > hour_end - HOUR)).limit(1)).first() is not None
 
@@ -271,7 +276,7 @@ def _reevaluate(conn: Connection, mark: Mark, by: str, at: datetime,
     pollutant of the outlet: those are re-judged up to the end of the China year its end falls in."""
     # Cases that ended (dismissed, closed) keep the evidence they were decided on: a mark
     # entered or withdrawn afterwards is audited on the mark, not applied to them.
-    capped = fault_cap is not None and mark.type == FAULT_TYPE
+    capped = fault_cap is not None and mark.type in CAPPED_TYPES
     covered = [cases.c.outlet == mark.outlet, case_hours.c.hour_end > mark.start,
                cases.c.status.not_in(TERMINAL_STATES)]
     if mark.pollutant is not None and not capped:
