@@ -200,6 +200,8 @@ class AlertEngine:
                  aqi_history: Callable[[str, str, datetime, int], list[float | None]] | None = None,
                  policy: store.CasePolicy | None = None) -> None:
         self.policy = policy
+        # cases.fault_mark_hours_per_year: fault marks exempt only that many hours a year
+        self._fault_cap = policy.fault_mark_hours_per_year if policy is not None else None
         self._evidence: dict[tuple[str, str, datetime], list[dict[str, Any]]] = {}
         self.rules = rules
         self.registry = registry
@@ -256,7 +258,7 @@ class AlertEngine:
         for rule in self.rules.of_kind("stack_exceedance"):
             if rule.pollutants and pollutant not in rule.pollutants:
                 continue
-            mark = store.exempting_mark(conn, outlet_id, pollutant, hour_end - HOUR, hour_end)
+            mark = store.exempting_mark(conn, outlet_id, pollutant, hour_end - HOUR, hour_end, self._fault_cap)
             j = judge_stack_hour(rule, record, exempt_by=mark.type if mark is not None else None)
             effects.evaluations += 1
             labels = {"alertname": rule.alertname, "rule": rule.name, "outlet": outlet_id, "pollutant": pollutant,
@@ -460,7 +462,8 @@ class AlertEngine:
             j = judge_silence(rule, last_seen.get(ident), now, "停运" if ident in stopped else None)
             if j.verdict == "exceeded" and rule.measurement == "stack":
                 # only a silent outlet costs a query: is it marked stopped (停运…)?
-                mark = store.exempting_mark(conn, ident, "*", now - timedelta(minutes=rule.minutes), now)
+                mark = store.exempting_mark(conn, ident, "*", now - timedelta(minutes=rule.minutes), now,
+                                            self._fault_cap)
                 if mark is not None:
                     j = judge_silence(rule, last_seen.get(ident), now, mark.type)
             effects.add(self._dq(conn, rule, {key: ident}, now, j))

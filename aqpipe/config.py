@@ -189,6 +189,9 @@ class CasesConfig(_Section):
     database_url: str | None = None  # default: sqlite file DATA_DIR/cases.sqlite; postgresql://... for a bureau
     reinspection_days: int = Field(30, ge=1)  # re-inspection due this many days after an order is served (MEP Order 28)
     enterprise_report_hours: float = Field(48.0, gt=0)  # the enterprise's exceedance report is due this long after a case opens
+    # fault (故障) marks exempt at most this many hours per outlet and China year; unset: not
+    # enforced. No figure in our sources: set it from the industry marking rule.
+    fault_mark_hours_per_year: int | None = Field(None, ge=0)
 
     @field_validator("database_url")
     @classmethod

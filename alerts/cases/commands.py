@@ -48,9 +48,11 @@ def _workflow_table() -> str:
 
 
 def _mark_types_table() -> str:
-    return "mark types (key or Chinese name):\n" + "\n".join(
+    return ("mark types (key or Chinese name):\n" + "\n".join(
         f"  {t.key:<15} {t.label:<6} {'exempting' if t.exempting else 'informative only'} ({t.category})"
         for t in marks_mod.MARK_TYPES.values())
+        + "\n\nfault (故障) marks exempt at most cases.fault_mark_hours_per_year hours per outlet and China year\n"
+          "(unset: no cap); past it an hour is judged, and the output says the cap was used up.")
 
 
 def register(sub: argparse._SubParsersAction, add_common: AddCommon) -> None:
@@ -317,7 +319,9 @@ def _render(c: dict[str, Any]) -> str:
     out.append(f"  next          {', '.join(c['allowed_next']) or '(ended)'}")
     out.append(f"  {'hour (CST)':<22}  {'avg':>6} {'O2-corr':>8} {'O2 %':>5} {'valid':>6}  verdict")
     rows = [(h["hour_end"], f"{_f(h['avg']):>6} {_f(h['avg_o2corr']):>8} {_f(h['o2']):>5} {h['valid_minutes']:>6}  "
-                            f"{h['verdict']}" + (f" {h['mark_label']} (mark {h['mark_id']})" if h["mark_id"] else ""))
+                            f"{h['verdict']}" + (f" {h['mark_label']} (mark {h['mark_id']})" if h["mark_id"] else "")
+                            + (" (故障 fault mark: annual fault-hour cap used up, judged)" if h.get("fault_cap_reached")
+                               else ""))
             for h in c["hours"]]
     rows += [(h["hour_end"], f"{'':>28}  not judged: {h['reason'] or '-'}") for h in c["not_judged_hours"]]
     for hour_end, text in sorted(rows):
@@ -428,7 +432,8 @@ def cmd_export(args, cfg: Config, engine: Engine) -> int:
 def cmd_mark_add(args, cfg: Config, engine: Engine) -> int:
     with engine.begin() as conn:
         m = marks_mod.add_mark(conn, outlet=args.outlet, pollutant=args.pollutant, type=args.type, start=args.start,
-                               end=args.end, reason=args.reason, by=args.by, at=_now(), evidence_ref=args.evidence)
+                               end=args.end, reason=args.reason, by=args.by, at=_now(), evidence_ref=args.evidence,
+                               fault_cap=cfg.cases.fault_mark_hours_per_year)
         changed = marks_mod.mark_history(conn, m.id)[-1]["data"]["hours"]
     _print_mark(m, args.json, f"mark {m.id} added; {len(changed)} case hour(s) re-evaluated", changed)
     return 0
@@ -446,7 +451,8 @@ def cmd_mark_list(args, cfg: Config, engine: Engine) -> int:
 
 def cmd_mark_remove(args, cfg: Config, engine: Engine) -> int:
     with engine.begin() as conn:
-        m = marks_mod.remove_mark(conn, args.id, by=args.by, reason=args.reason, at=_now())
+        m = marks_mod.remove_mark(conn, args.id, by=args.by, reason=args.reason, at=_now(),
+                                  fault_cap=cfg.cases.fault_mark_hours_per_year)
         changed = marks_mod.mark_history(conn, m.id)[-1]["data"]["hours"]
     _print_mark(m, args.json, f"mark {m.id} removed; {len(changed)} case hour(s) re-evaluated", changed)
     return 0
@@ -464,3 +470,7 @@ def _print_mark(m: marks_mod.Mark, as_json: bool, summary: str = "",
           f"{m.reason} (by {m.created_by}{', evidence ' + m.evidence_ref if m.evidence_ref else ''}){state}")
     if summary:
         print(summary)
+    capped = [c for c in changed or [] if c.get("fault_cap_reached")]
+    if capped:
+        print(f"{len(capped)} hour(s) judged: the annual fault-mark cap (cases.fault_mark_hours_per_year) is used up: "
+              + ", ".join(f"case {c['case_id']} {_cn(c['hour_end'])}" for c in capped))

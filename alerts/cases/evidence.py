@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from alerts.cases import workflow
 from alerts.cases.audit import record_case_event
 from alerts.cases.deadlines import CasePolicy, open_enterprise_report
-from alerts.cases.marks import hour_exemption
+from alerts.cases.marks import cap_note, fault_mark_covers, hour_exemption
 from alerts.cases.schema import TERMINAL_STATES, case_hours, cases
 from alerts.cases.timeutil import require_aware
 
@@ -69,13 +69,16 @@ def record_exceeded_hour(conn: Connection, hour: StackHour, at: datetime, policy
         if existing is not None:
             _revise_hour(conn, existing, hour, at, exceeded=True)
             return int(existing.case_id)
-    mark = hour_exemption(conn, hour.outlet, hour.pollutant, hour_end)
+    cap = (policy or CasePolicy()).fault_mark_hours_per_year
+    mark = hour_exemption(conn, hour.outlet, hour.pollutant, hour_end, cap)
+    note = cap_note(conn, hour.outlet, hour_end, cap) if mark is None and fault_mark_covers(
+        conn, hour.outlet, hour.pollutant, hour_end) else ""
     conn.execute(case_hours.insert().values(
         case_id=case_id, hour_end=hour_end, avg=hour.avg, avg_o2corr=hour.avg_o2corr, o2=hour.o2,
         valid_minutes=hour.valid_minutes, limit_value=hour.limit, exceeded=True, minutes=list(hour.minutes),
         mark_id=mark.id if mark else None, recorded_at=at, updated_at=at))
-    record_case_event(conn, case_id, at, ENGINE_ACTOR, "hour_added", data={
-        **_hour_summary(hour), "mark_id": mark.id if mark else None})
+    record_case_event(conn, case_id, at, ENGINE_ACTOR, "hour_added", note=note, data={
+        **_hour_summary(hour), "mark_id": mark.id if mark else None, **({"fault_cap_reached": True} if note else {})})
     conn.execute(cases.update().where(cases.c.id == case_id).values(updated_at=at))
     return case_id
 

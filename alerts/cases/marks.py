@@ -19,10 +19,13 @@ from sqlalchemy import Connection, and_, or_, select
 
 from alerts.cases.audit import record_case_event, record_mark_event
 from alerts.cases.errors import MarkError, MarkNotFound
+from alerts.cases.faultcap import ceil_hour, china_year_bounds, fault_hours_through, within_cap
 from alerts.cases.schema import TERMINAL_STATES, case_hours, cases, mark_events, marks
 from alerts.cases.timeutil import require_aware
 
 HOUR = timedelta(hours=1)
+# the case events that record how an hour was judged (the last one of an hour holds)
+HOUR_JUDGEMENTS = ("hour_added", "hour_marked", "hour_unmarked", "hour_fault_capped")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class MarkType:
     label: str  # the word the enterprise and the platform use
     exempting: bool  # takes the hours it covers out of judgement
     category: str  # 'operating' (工况标记) or 'device' (设备标记), the "1+N" system's two halves
+    capped: bool = False  # counts against cases.fault_mark_hours_per_year (alerts/cases/faultcap.py)
 
 
 # Types as data: add a row for a new industry rule. Not exempting: marks that only inform.
@@ -38,7 +42,7 @@ MARK_TYPES: dict[str, MarkType] = {t.key: t for t in (
     MarkType("stopped", "停运", True, "operating"),
     MarkType("startup", "启炉", True, "operating"),
     MarkType("shutdown", "停炉", True, "operating"),
-    MarkType("fault", "故障", True, "operating"),  # platforms cap fault hours per year (not enforced here)
+    MarkType("fault", "故障", True, "operating", capped=True),  # platforms cap fault hours per year
     MarkType("maintenance", "维护", True, "device"),
     MarkType("calibration", "校准", True, "device"),
     MarkType("comms_outage", "通讯中断", True, "device"),
@@ -47,6 +51,10 @@ MARK_TYPES: dict[str, MarkType] = {t.key: t for t in (
     MarkType("grid_connected", "并网", False, "operating"),
     MarkType("note", "说明", False, "operating"),
 )}
+
+
+# the types whose hours share the annual cap (one count per outlet and year)
+CAPPED_TYPES: tuple[str, ...] = tuple(t.key for t in MARK_TYPES.values() if t.capped)
 
 
 def mark_type(name: str) -> MarkType:
@@ -115,8 +123,10 @@ def _mark(row: Any) -> Mark:
 
 
 def add_mark(conn: Connection, *, outlet: str, pollutant: str | None, type: str, start: datetime,
-             end: datetime | None, reason: str, by: str, at: datetime, evidence_ref: str | None = None) -> Mark:
-    """Record a mark, audit it, and re-evaluate the case hours it covers."""
+             end: datetime | None, reason: str, by: str, at: datetime, evidence_ref: str | None = None,
+             fault_cap: int | None = None) -> Mark:
+    """Record a mark, audit it, and re-evaluate the case hours it covers (a fault mark under a
+    cap, `fault_cap` hours a year: every later hour of its years, which may cross the cap)."""
     kind = mark_type(type)
     start, at = require_aware(start, "start"), require_aware(at, "at")
     end = require_aware(end, "end") if end is not None else None
@@ -132,12 +142,13 @@ def add_mark(conn: Connection, *, outlet: str, pollutant: str | None, type: str,
         outlet=outlet.strip(), pollutant=_pollutant(pollutant), type=kind.key, start=start, end=end, reason=reason.strip(),
         evidence_ref=evidence_ref or None, created_by=by, created_at=at)).inserted_primary_key[0]
     mark = get_mark(conn, int(mark_id))
-    changed = _reevaluate(conn, mark, by, at)
+    changed = _reevaluate(conn, mark, by, at, fault_cap)
     record_mark_event(conn, mark.id, at, by, "added", note=reason, data={"mark": mark.to_json(), "hours": changed})
     return mark
 
 
-def remove_mark(conn: Connection, mark_id: int, *, by: str, reason: str, at: datetime) -> Mark:
+def remove_mark(conn: Connection, mark_id: int, *, by: str, reason: str, at: datetime,
+                fault_cap: int | None = None) -> Mark:
     """Withdraw a mark (soft: the row and its history stay), audit it, re-evaluate its hours."""
     at = require_aware(at, "at")
     mark = get_mark(conn, mark_id)
@@ -148,7 +159,7 @@ def remove_mark(conn: Connection, mark_id: int, *, by: str, reason: str, at: dat
     conn.execute(marks.update().where(marks.c.id == mark_id)
                  .values(removed_by=by, removed_at=at, removed_reason=reason.strip()))
     mark = get_mark(conn, mark_id)
-    changed = _reevaluate(conn, mark, by, at)
+    changed = _reevaluate(conn, mark, by, at, fault_cap)
     record_mark_event(conn, mark_id, at, by, "removed", note=reason, data={"mark": mark.to_json(), "hours": changed})
     return mark
 
@@ -186,10 +197,14 @@ def mark_history(conn: Connection, mark_id: int) -> list[dict[str, Any]]:
 
 
 def exempting_mark(conn: Connection, outlet: str, pollutant: str | None, start: datetime,
-                   end: datetime) -> Mark | None:
+                   end: datetime, fault_cap: int | None = None) -> Mark | None:
     """An active exempting mark of the outlet (this pollutant or all) overlapping [start, end),
     the earliest entered first; None when the period is to be judged. With pollutant None or
-    '*' (the whole outlet, e.g. an outlet gone silent) only marks of all pollutants count."""
+    '*' (the whole outlet, e.g. an outlet gone silent) only marks of all pollutants count.
+
+    `fault_cap` (cases.fault_mark_hours_per_year; None: not enforced): a fault mark exempts
+    only while the outlet's fault hours of the year, through the clock hour `end` falls in,
+    are within the cap; past it another exempting mark may still exempt, else None."""
     exempting = [t.key for t in MARK_TYPES.values() if t.exempting]
     pollutant = _pollutant(pollutant)
     q = (select(marks).where(
@@ -200,43 +215,105 @@ def exempting_mark(conn: Connection, outlet: str, pollutant: str | None, start: 
         marks.c.removed_at.is_(None),
         marks.c.start < require_aware(end, "end"),
         or_(marks.c.end.is_(None), marks.c.end > require_aware(start, "start")),
-    ).order_by(marks.c.id).limit(1))
-    row = conn.execute(q).first()
-    return _mark(row) if row is not None else None
+    ).order_by(marks.c.id))
+    if fault_cap is None:
+        row = conn.execute(q.limit(1)).first()
+        return _mark(row) if row is not None else None
+    capped: bool | None = None  # computed once, only if a fault mark is met first
+    for row in conn.execute(q).all():
+        if row.type not in CAPPED_TYPES:
+            return _mark(row)
+        if capped is None:
+            capped = fault_cap_reached(conn, outlet, ceil_hour(require_aware(end, "end")), fault_cap)
+        if not capped:
+            return _mark(row)
+    return None
 
 
-def hour_exemption(conn: Connection, outlet: str, pollutant: str, hour_end: datetime) -> Mark | None:
-    """The exempting mark covering any part of the hour ending at `hour_end`."""
-    return exempting_mark(conn, outlet, pollutant, hour_end - HOUR, hour_end)
+def hour_exemption(conn: Connection, outlet: str, pollutant: str, hour_end: datetime,
+                   fault_cap: int | None = None) -> Mark | None:
+    """The exempting mark covering any part of the hour ending at `hour_end` (fault marks
+    within `fault_cap` hours a year, see exempting_mark)."""
+    return exempting_mark(conn, outlet, pollutant, hour_end - HOUR, hour_end, fault_cap)
 
 
-def _reevaluate(conn: Connection, mark: Mark, by: str, at: datetime) -> list[dict[str, Any]]:
-    """Re-judge every hour of a running case this mark's interval touches; audit each change on its case."""
+def fault_hours_used(conn: Connection, outlet: str, hour_end: datetime) -> int:
+    """The outlet's fault-mark hours of the China year of the hour ending at `hour_end`, through that hour."""
+    year_start, _ = china_year_bounds(hour_end)
+    rows = conn.execute(select(marks.c.start, marks.c.end).where(
+        marks.c.outlet == outlet, marks.c.type.in_(CAPPED_TYPES), marks.c.removed_at.is_(None),
+        marks.c.start < require_aware(hour_end, "hour_end"),
+        or_(marks.c.end.is_(None), marks.c.end > year_start))).all()
+    return fault_hours_through([(r.start, r.end) for r in rows], hour_end)
+
+
+def fault_cap_reached(conn: Connection, outlet: str, hour_end: datetime, fault_cap: int | None) -> bool:
+    """Whether the hour ending at `hour_end` is past the outlet's annual fault-mark cap (a fault
+    mark covering it no longer exempts it)."""
+    return not within_cap(fault_hours_used(conn, outlet, hour_end), fault_cap)
+
+
+def cap_note(conn: Connection, outlet: str, hour_end: datetime, fault_cap: int | None) -> str:
+    """'' or the words saying the hour is judged because the fault cap of its year is used up."""
+    if fault_cap is None or not fault_cap_reached(conn, outlet, hour_end, fault_cap):
+        return ""
+    return (f"fault-mark cap reached ({fault_hours_used(conn, outlet, hour_end)} fault hours this year "
+            f"> cases.fault_mark_hours_per_year {fault_cap}): the hour is judged")
+
+
+def fault_mark_covers(conn: Connection, outlet: str, pollutant: str, hour_end: datetime) -> bool:
+    """Whether an active fault mark covers the hour (so an unmarked hour was judged by the cap)."""
+    return conn.execute(select(marks.c.id).where(
+        marks.c.outlet == outlet, marks.c.type.in_(CAPPED_TYPES), marks.c.removed_at.is_(None),
+        or_(marks.c.pollutant == pollutant, marks.c.pollutant.is_(None)),
+        marks.c.start < hour_end, or_(marks.c.end.is_(None), marks.c.end > hour_end - HOUR)).limit(1)).first() is not None
+
+
+def _reevaluate(conn: Connection, mark: Mark, by: str, at: datetime,
+                fault_cap: int | None = None) -> list[dict[str, Any]]:
+    """Re-judge every hour of a running case this mark's interval touches; audit each change on its case.
+    A fault mark under a cap also moves the count of every later hour of its years, of every
+    pollutant of the outlet: those are re-judged up to the end of the China year its end falls in."""
     # Cases that ended (dismissed, closed) keep the evidence they were decided on: a mark
     # entered or withdrawn afterwards is audited on the mark, not applied to them.
+    capped = fault_cap is not None and mark.type in CAPPED_TYPES
     covered = [cases.c.outlet == mark.outlet, case_hours.c.hour_end > mark.start,
                cases.c.status.not_in(TERMINAL_STATES)]
-    if mark.pollutant is not None:
+    if mark.pollutant is not None and not capped:
         covered.append(cases.c.pollutant == mark.pollutant)
     if mark.end is not None:
-        covered.append(case_hours.c.hour_end < mark.end + HOUR)
+        covered.append(case_hours.c.hour_end <= china_year_bounds(ceil_hour(mark.end))[1] if capped
+                       else case_hours.c.hour_end < mark.end + HOUR)
     rows = conn.execute(select(case_hours.c.id, case_hours.c.case_id, case_hours.c.hour_end, case_hours.c.mark_id,
                                cases.c.pollutant)
                         .join(cases, cases.c.id == case_hours.c.case_id).where(and_(*covered))
                         .order_by(case_hours.c.case_id, case_hours.c.hour_end)).all()
     changed = []
     for row in rows:
-        now_mark = hour_exemption(conn, mark.outlet, row.pollutant, row.hour_end)
+        now_mark = hour_exemption(conn, mark.outlet, row.pollutant, row.hour_end, fault_cap)
         new_id = now_mark.id if now_mark is not None else None
         if new_id == row.mark_id:
+            if new_id is None and capped and row.hour_end > mark.start and (
+                    mark.end is None or row.hour_end - HOUR < mark.end):
+                # this fault mark covers the hour, yet it stays judged: say why, once per mark change
+                cap = cap_note(conn, mark.outlet, row.hour_end, fault_cap) if mark.active else ""
+                if cap:
+                    change = {"case_id": row.case_id, "hour_end": row.hour_end.isoformat(), "mark_id": None,
+                              "previous_mark_id": None, "fault_cap_reached": True}
+                    record_case_event(conn, row.case_id, at, by, "hour_fault_capped",
+                                      note=f"mark {mark.id} ({MARK_TYPES[mark.type].label}) added; {cap}", data=change)
+                    changed.append(change)
             continue
         conn.execute(case_hours.update().where(case_hours.c.id == row.id).values(mark_id=new_id, updated_at=at))
         action = "hour_marked" if new_id is not None else "hour_unmarked"
         change = {"case_id": row.case_id, "hour_end": row.hour_end.isoformat(), "mark_id": new_id,
                   "previous_mark_id": row.mark_id}
-        record_case_event(conn, row.case_id, at, by, action,
-                          note=f"mark {mark.id} ({MARK_TYPES[mark.type].label}) "
-                               f"{'removed' if not mark.active else 'added'}",
-                          data=change)
+        note = f"mark {mark.id} ({MARK_TYPES[mark.type].label}) {'removed' if not mark.active else 'added'}"
+        if new_id is None and fault_mark_covers(conn, mark.outlet, row.pollutant, row.hour_end):
+            cap = cap_note(conn, mark.outlet, row.hour_end, fault_cap)
+            if cap:
+                note += f"; {cap}"
+                change["fault_cap_reached"] = True
+        record_case_event(conn, row.case_id, at, by, action, note=note, data=change)
         changed.append(change)
     return changed

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, select
 
 from alerts.cases import citations, workflow
 from alerts.cases.errors import CaseError, CaseNotFound
-from alerts.cases.marks import MARK_TYPES, Mark, list_marks
+from alerts.cases.marks import HOUR_JUDGEMENTS, MARK_TYPES, Mark, list_marks
 from alerts.cases.schema import (TERMINAL_STATES, alert_hours, alerts, case_events, case_hours, cases, deadlines,
                                  enterprise_reports, measures, penalties)
 from alerts.cases.timeutil import hour_china_date
@@ -151,6 +151,14 @@ def _view(conn: Connection, row: Any, url_template: str, now: datetime) -> CaseV
                 "refs": e.refs, "data": e.data}
                for e in conn.execute(select(case_events).where(case_events.c.case_id == cid)
                                      .order_by(case_events.c.id))]
+    # an exceeded hour was judged because the year's fault-mark cap was used up when the last
+    # audited judgement of it (hour_added/_marked/_unmarked/_fault_capped) says so
+    capped: dict[str, bool] = {}
+    for e in history:
+        if e["action"] in HOUR_JUDGEMENTS and isinstance(e["data"], dict) and "hour_end" in e["data"]:
+            capped[e["data"]["hour_end"]] = bool(e["data"].get("fault_cap_reached"))
+    for h in hours:
+        h["fault_cap_reached"] = h["verdict"] == "exceeded" and capped.get(h["hour_end"], False)
     terminal = row.status in TERMINAL_STATES
     dls = [{"id": d.id, "kind": d.kind, "due": d.due_at.isoformat(),
             "due_date": d.due_date.isoformat() if d.due_date else None,

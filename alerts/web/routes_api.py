@@ -141,7 +141,8 @@ def api_mark_add(request: Request, body: MarkIn) -> dict:
         with ctx(request).engine.begin() as conn:
             mark = add_mark(conn, outlet=body.outlet, pollutant=body.pollutant, type=body.type,
                             start=_aware(body.start, "start"), end=_aware(body.end, "end"), reason=body.reason,
-                            by=p.name, at=_now(), evidence_ref=body.evidence_ref)
+                            by=p.name, at=_now(), evidence_ref=body.evidence_ref,
+                            fault_cap=ctx(request).policy.fault_mark_hours_per_year)
             return {**mark.to_json(), "history": mark_history(conn, mark.id)}
     except MarkError as e:
         raise HTTPException(422, str(e)) from None
@@ -156,7 +157,8 @@ def api_mark_remove(request: Request, mark_id: int, body: RemoveIn) -> dict:
     p = api_require(request, "mark")
     try:
         with ctx(request).engine.begin() as conn:
-            return remove_mark(conn, mark_id, by=p.name, reason=body.reason, at=_now()).to_json()
+            return remove_mark(conn, mark_id, by=p.name, reason=body.reason, at=_now(),
+                               fault_cap=ctx(request).policy.fault_mark_hours_per_year).to_json()
     except MarkNotFound as e:
         raise HTTPException(404, str(e)) from None
     except MarkError as e:

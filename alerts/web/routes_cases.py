@@ -210,7 +210,8 @@ async def marks_add(request: Request) -> Response:
             add_mark(conn, outlet=_field(form, "outlet"), pollutant=_field(form, "pollutant") or None,
                      type=_field(form, "type"), start=start, end=_local_time(_field(form, "end"), "end"),
                      reason=_field(form, "reason"), by=auth.user.name, at=_now(),
-                     evidence_ref=_field(form, "evidence_ref") or None)
+                     evidence_ref=_field(form, "evidence_ref") or None,
+                     fault_cap=c.policy.fault_mark_hours_per_year)
     except MarkError as e:
         return _marks_page(request, error=str(e), status_code=400, form=dict(form))
     return RedirectResponse("/marks", status_code=303)
@@ -226,7 +227,8 @@ async def marks_remove(request: Request, mark_id: int) -> Response:
     c = ctx(request)
     try:
         with c.engine.begin() as conn:
-            remove_mark(conn, mark_id, by=auth.user.name, reason=_field(form, "reason"), at=_now())
+            remove_mark(conn, mark_id, by=auth.user.name, reason=_field(form, "reason"), at=_now(),
+                        fault_cap=c.policy.fault_mark_hours_per_year)
     except MarkNotFound:
         raise HTTPException(404, f"标记 {mark_id} 不存在 (no mark {mark_id})") from None
     except MarkError as e:
