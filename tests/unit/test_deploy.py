@@ -10,6 +10,7 @@ file the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -499,11 +501,26 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _refusing_port() -> Iterator[int]:
+    """A port where no broker can appear while the test runs: bound here and never listening,
+    so connections to it are refused (a port merely free when picked was once taken by a
+    Mosquitto another test started, and the gateway got ready)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
 def test_the_gateway_is_ready_only_while_listening_and_connected_to_the_broker():
+    with _refusing_port() as mqtt_port:
+        _gateway_ready_only_while_listening_and_connected(mqtt_port)
+
+
+def _gateway_ready_only_while_listening_and_connected(mqtt_port: int) -> None:
     ops = OpsServer("127.0.0.1", 0)
     port = ops.httpd.server_address[1]
     gw = hj212_gateway.Hj212Gateway(Hj212GatewayConfig(listen="127.0.0.1:0", drain_timeout_s=0.5),
-                                    MqttConfig(port=_closed_port()))
+                                    MqttConfig(port=mqtt_port))
     ops.add_check(gw.ready)
     try:
         assert _get(port, "/readyz") == (503, "hj212-gateway: not listening\n")
@@ -525,9 +542,14 @@ def test_the_gateway_is_ready_only_while_listening_and_connected_to_the_broker()
 
 
 def test_the_gateway_command_serves_metrics_healthz_and_readyz_on_its_metrics_port():
+    with _refusing_port() as mqtt_port:
+        _gateway_command_serves_ops(mqtt_port)
+
+
+def _gateway_command_serves_ops(mqtt_port: int) -> None:
     metrics_port, listen_port = _closed_port(), _closed_port()
     env = {**os.environ, "AQPIPE_HJ212_GATEWAY__METRICS_PORT": str(metrics_port),
-           "AQPIPE_MQTT__PORT": str(_closed_port()), "AQPIPE_HJ212_GATEWAY__DRAIN_TIMEOUT_S": "0.5"}
+           "AQPIPE_MQTT__PORT": str(mqtt_port), "AQPIPE_HJ212_GATEWAY__DRAIN_TIMEOUT_S": "0.5"}
     env.pop("AQPIPE_CONFIG", None)
     proc = subprocess.Popen([sys.executable, "-m", "aqpipe.cli", "hj212-gateway", "--listen", f"127.0.0.1:{listen_port}"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
