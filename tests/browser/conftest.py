@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # Where the pages' screenshots go: a temporary folder, so a test run leaves the work tree
 # clean; `make screenshots` sets AQPIPE_SCREENSHOTS=docs/screenshots to refresh the README's.
 SCREENSHOTS = Path(os.environ.get("AQPIPE_SCREENSHOTS") or tempfile.mkdtemp(prefix="aqpipe-screenshots-"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _screenshots_folder() -> Iterator[None]:
+    """The temporary screenshots folder goes with the session (each run left one in /tmp)."""
+    yield
+    if not os.environ.get("AQPIPE_SCREENSHOTS"):
+        shutil.rmtree(SCREENSHOTS, ignore_errors=True)
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
