@@ -8,6 +8,7 @@ from operator import itemgetter, mul
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import NotRequired, TypedDict
 
@@ -53,8 +54,9 @@ Interval = Annotated[int | None, Field(gt=0)]
 
 
 # The same schema as _Item / _Envelope, as TypedDicts: pydantic-core validates JSON into
-# plain dicts about a third faster than into model instances. Every payload is parsed
-# with these first; only one they refuse is parsed again with the models, which raise
+# plain dicts about a third faster than into model instances. Every payload the plain
+# schema (`_PLAIN`, below) refuses is parsed with these; only one they refuse too is
+# parsed again with the models, which raise
 # the error a dead letter reports (the two accept the same payloads: tests/unit/test_rows.py).
 @with_config(ConfigDict(extra="forbid", allow_inf_nan=True))
 class _ItemDict(TypedDict):
@@ -84,28 +86,32 @@ _TIME, _VALUES = itemgetter("time"), itemgetter("values")
 _NONE: dict[str, str] = {}  # read only: the flags or units of a payload that gives none
 
 
-def _plain_schema(measurement: str) -> TypeAdapter:
-    """The plain payloads of one measurement, as a schema: `_EnvelopeDict` narrowed to what
-    needs nothing dropped, converted or checked for finiteness (known value names, numbers
-    only: no nulls, no NaN or infinity; no units; no other identity key; `status` only on
-    stack). Checked in Rust while parsing, instead of in Python reading by reading; a
-    payload it refuses goes the general way (`parse_envelope`), which rejects or decodes it
-    exactly as if this schema did not exist."""
+def _plain_decoder(measurement: str) -> msgspec.json.Decoder:
+    """The plain payloads of one measurement, as a msgspec schema: `_EnvelopeDict` narrowed to
+    what needs nothing dropped, converted or checked for finiteness (known value names,
+    numbers only: no nulls, no NaN or infinity, which msgspec refuses as "out of range"; no
+    units; no other identity key; `status` only on stack). msgspec parses and checks it in C,
+    about twice as fast as pydantic-core (bench/README.md, "Ingest hot path"), into structs
+    whose absent optional keys are None. A payload it refuses goes the general way
+    (`parse_envelope`), which rejects or decodes it exactly as if this schema did not exist:
+    tests/unit/test_rows.py holds the two ways to that, on payloads and on raw JSON texts."""
     values = dict[Literal[tuple(FIELDS[measurement])], float]  # type: ignore[misc]
-    extra: dict[str, Any] = {"status": NotRequired[Status | None]} if measurement == "stack" else {}
-    config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    item = with_config(config)(TypedDict(f"_Plain{measurement.title()}Item", {  # type: ignore[operator]
-        "time": Time, "interval_s": NotRequired[Interval], "values": values, "flags": NotRequired[dict[str, str]],
-        "units": NotRequired[Annotated[dict[str, str], Field(max_length=0)]], **extra}))
-    envelope = with_config(config)(TypedDict(f"_Plain{measurement.title()}", {  # type: ignore[operator]
-        IDENTITY_TAG[measurement]: str, "time": NotRequired[Time | None], "interval_s": NotRequired[Interval],
-        "values": NotRequired[values], "flags": NotRequired[dict[str, str]],
-        "units": NotRequired[Annotated[dict[str, str], Field(max_length=0)]], **extra,
-        "readings": NotRequired[list[item]]}))  # type: ignore[valid-type]
-    return TypeAdapter(envelope)
+    interval = Annotated[int, msgspec.Meta(gt=0)] | None
+    no_units = Annotated[dict[str, str], msgspec.Meta(max_length=0)]
+    status = [("status", Status | None, None)] if measurement == "stack" else []
+    name = f"_Plain{measurement.title()}"
+    # A default of None on a field whose type has no None: absent is allowed, null is refused.
+    item = msgspec.defstruct(f"{name}Item", [
+        ("time", Time), ("values", values), ("interval_s", interval, None), ("flags", dict[str, str], None),
+        ("units", no_units, None), *status], forbid_unknown_fields=True, kw_only=True)
+    envelope = msgspec.defstruct(name, [
+        (IDENTITY_TAG[measurement], str), ("time", Time | None, None), ("interval_s", interval, None),
+        ("values", values, None), ("flags", dict[str, str], None), ("units", no_units, None), *status,
+        ("readings", list[item], None)], forbid_unknown_fields=True, kw_only=True)  # type: ignore[valid-type]
+    return msgspec.json.Decoder(envelope)
 
 
-_PLAIN = {measurement: _plain_schema(measurement) for measurement in FIELDS}
+_PLAIN = {measurement: _plain_decoder(measurement) for measurement in FIELDS}
 
 
 def parse_envelope(text: str) -> dict[str, Any]:
@@ -136,19 +142,51 @@ def decode_rows(measurement: str, identity: str, payload: bytes) -> Rows | list[
     no nulls, no units: nothing to drop or convert), where the payload's own dicts become
     the rows; raises the same RejectedReading, for the same first fault, as `decode`."""
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise RejectedReading(Reason.NOT_UTF8, f"byte {e.start}: {e.reason}") from None
-    try:
-        env = _PLAIN[measurement].validate_json(text)
-    except ValidationError:
-        return rows_of(measurement, identity, parse_envelope(text), plain=False)
-    return rows_of(measurement, identity, env, plain=True)
+        env = _PLAIN[measurement].decode(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RejectedReading(Reason.NOT_UTF8, f"byte {e.start}: {e.reason}") from None
+        return rows_of(measurement, identity, parse_envelope(text))
+    return plain_rows(measurement, identity, env)
 
 
-def rows_of(measurement: str, identity: str, env: dict[str, Any], plain: bool) -> Rows | list[Reading]:
-    """The readings of a parsed payload. `plain`: the plain schema accepted it, so the checks
-    that say so (known names, finite numbers, no units, no ambient status) are skipped."""
+def plain_rows(measurement: str, identity: str, env: Any) -> Rows:
+    """The readings of a payload the plain schema (`_PLAIN`) accepted: `rows_of`, with the
+    checks that schema did already (known names, finite numbers, no units, one identity
+    key, no ambient status) left out."""
+    claimed = getattr(env, IDENTITY_TAG[measurement])
+    if claimed != identity:
+        _mismatch(measurement, identity, claimed)
+    items = env.readings
+    if items is not None:
+        if env.values is not None or env.time is not None:
+            raise RejectedReading(Reason.SCHEMA, _BATCH_AND_SINGLE)
+        if not items:
+            raise RejectedReading(Reason.SCHEMA, _EMPTY_BATCH)
+        statuses = [None] * len(items) if measurement == "ambient" else [i.status for i in items]
+        return _batch(measurement, identity, [i.time for i in items], [i.values for i in items],
+                      [i.flags for i in items], statuses, finite=True)
+    values, when = env.values, env.time
+    if values is None or when is None:
+        raise RejectedReading(Reason.SCHEMA, _NO_READING)
+    status = env.status if measurement == "stack" else None
+    return Rows(measurement, identity, [parse_time(when)], [values], [_flags(env.flags or _NONE, values)], [status], True)
+
+
+_BATCH_AND_SINGLE = "a batch has 'readings' and no top-level 'time'/'values'"
+_EMPTY_BATCH = "'readings' is empty"
+_NO_READING = "a reading needs 'time' and 'values' (or a 'readings' list)"
+
+
+def _mismatch(measurement: str, identity: str, claimed: str) -> None:
+    id_key = IDENTITY_TAG[measurement]
+    raise RejectedReading(Reason.IDENTITY_MISMATCH, f"payload {id_key} {claimed!r} on the topic of {identity!r}")
+
+
+def rows_of(measurement: str, identity: str, env: dict[str, Any]) -> Rows | list[Reading]:
+    """The readings of a payload the general schema (`parse_envelope`) accepted."""
     get = env.get
 
     id_key = IDENTITY_TAG[measurement]
@@ -159,47 +197,53 @@ def rows_of(measurement: str, identity: str, env: dict[str, Any], plain: bool) -
     if claimed is None:
         raise RejectedReading(Reason.SCHEMA, f"missing '{id_key}'")
     if claimed != identity:
-        raise RejectedReading(Reason.IDENTITY_MISMATCH, f"payload {id_key} {claimed!r} on the topic of {identity!r}")
+        _mismatch(measurement, identity, claimed)
     items = get("readings")
-    if (measurement == "ambient" and not plain  # the ambient plain schema has no 'status'
-            and (get("status") is not None or any([i.get("status") for i in items or ()]))):
+    if measurement == "ambient" and (get("status") is not None or any([i.get("status") for i in items or ()])):
         raise RejectedReading(Reason.SCHEMA, "'status' is for stack outlets")
 
     known = FIELDS[measurement]
     env_units = get("units") or _NONE
     if items is not None:
         if get("values") is not None or get("time") is not None:
-            raise RejectedReading(Reason.SCHEMA, "a batch has 'readings' and no top-level 'time'/'values'")
+            raise RejectedReading(Reason.SCHEMA, _BATCH_AND_SINGLE)
         if not items:
-            raise RejectedReading(Reason.SCHEMA, "'readings' is empty")
+            raise RejectedReading(Reason.SCHEMA, _EMPTY_BATCH)
         values = list(map(_VALUES, items))
-        # All plain (the checks of _plain, over the whole batch at once, in C).
-        if plain or (not env_units and not any([i.get("units") for i in items])
-                     and known.keys() >= set(chain.from_iterable(values))
-                     and None not in chain.from_iterable(map(dict.values, values))):
-            n = len(items)
-            statuses = [None] * n if plain and measurement == "ambient" else list(map(dict.get, items, repeat("status")))
-            try:
-                times = _times(list(map(_TIME, items)))
-            except RejectedReading:
-                for i in items:  # the first fault as _reading finds it: item by item, time then flags
-                    parse_time(i["time"])
-                    _flags(i.get("flags") or _NONE, i["values"])
-                raise
-            flags = [_NONE] * n
-            item_flags = list(map(dict.get, items, repeat("flags")))
-            for k in compress(range(n), item_flags):  # times are good: the first fault is in the flags
-                flags[k] = _flags(item_flags[k], values[k])
-            return Rows(measurement, identity, times, values, flags, statuses, plain)
+        # All plain after all (the plain schema's checks, over the whole batch at once, in C).
+        if (not env_units and not any([i.get("units") for i in items])
+                and known.keys() >= set(chain.from_iterable(values))
+                and None not in chain.from_iterable(map(dict.values, values))):
+            return _batch(measurement, identity, list(map(_TIME, items)), values,
+                          list(map(dict.get, items, repeat("flags"))), list(map(dict.get, items, repeat("status"))),
+                          finite=False)
         return [_reading(measurement, identity, i["time"], i["values"], i.get("flags") or _NONE, i.get("status"),
                          {**env_units, **(i.get("units") or _NONE)}) for i in items]
     values, when = get("values"), get("time")
     if values is None or when is None:
-        raise RejectedReading(Reason.SCHEMA, "a reading needs 'time' and 'values' (or a 'readings' list)")
+        raise RejectedReading(Reason.SCHEMA, _NO_READING)
     flags = get("flags") or _NONE
-    if plain or (not env_units and _plain(known, values)):
-        return Rows(measurement, identity, [parse_time(when)], [values], [_flags(flags, values)], [get("status")], plain)
+    if not env_units and _plain(known, values):
+        return Rows(measurement, identity, [parse_time(when)], [values], [_flags(flags, values)], [get("status")])
     return [_reading(measurement, identity, when, values, flags, get("status"), env_units)]
+
+
+def _batch(measurement: str, identity: str, raw_times: list[Any], values: list[dict[str, float]],
+           item_flags: list[dict[str, str] | None], statuses: list[str | None], finite: bool) -> Rows:
+    """A batch of plain readings as Rows; raises the first fault as `_reading` would find it,
+    reading by reading, time then flags."""
+    n = len(raw_times)
+    try:
+        times = _times(raw_times)
+    except RejectedReading:
+        for when, f, v in zip(raw_times, item_flags, values):
+            parse_time(when)
+            _flags(f or _NONE, v)
+        raise
+    flags = [_NONE] * n
+    for k in compress(range(n), item_flags):  # times are good: the first fault is in the flags
+        flags[k] = _flags(item_flags[k], values[k])  # type: ignore[arg-type]
+    return Rows(measurement, identity, times, values, flags, statuses, finite)
 
 
 def _plain(known: dict[str, str], values: dict[str, float | None]) -> bool:
