@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from aqpipe.decode import MessageDecoder
 from aqpipe.decoders import json as json_decoder
 from aqpipe.errors import RejectedReading
-from aqpipe.pollutants import AMBIENT_FIELDS, STACK_FIELDS
-from aqpipe.reading import Rows, to_line
+from aqpipe.pollutants import AMBIENT_FIELDS, FIELDS, STACK_FIELDS
+from aqpipe.reading import _PLAIN_NAME, Reading, Rows, to_line
 from aqpipe.registry import Registry
 from aqpipe.validate import Validator
 
@@ -365,3 +365,16 @@ def test_the_plain_schema_refuses_what_json_does_not_allow():
             raise AssertionError(f"{number} was stored")
         except RejectedReading as e:
             assert e.reason.value == "not_finite", (number, e.reason, e.detail)
+
+
+def test_every_value_name_is_plain_as_rows_lines_needs():
+    """Rows.lines writes names as JSON does and drops the quotes: right only for names
+    with nothing to escape in JSON or line protocol (aqpipe/reading.py, Rows)."""
+    for measurement, names in FIELDS.items():
+        for name in names:
+            assert _PLAIN_NAME.fullmatch(name), (measurement, name)
+
+
+def test_a_name_that_is_not_plain_is_escaped_as_line_protocol_wants():
+    reading = Reading("ambient", "S 1", 7, {"a b": 1.0, "x,y": 2.5, "k=v": 1e-7, "pm25": 0.5}, {"a b": "D"}, None)
+    assert to_line(reading) == 'ambient,station=S\\ 1 a\\ b=1.0,x\\,y=2.5,k\\=v=1e-7,pm25=0.5,a\\ b_flag="D" 7'
