@@ -12,6 +12,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -49,6 +50,30 @@ class BufferedSocket:
         self._pos = pos + size
         return buf[pos:pos + size] if pos or size < len(buf) else buf
 
+    def buffered(self) -> int:
+        """Bytes read from the kernel and not yet taken."""
+        return len(self._buf) - self._pos
+
+    def whole_packet(self) -> tuple[int, int, bytes] | None:
+        """(type byte, remaining length, rest) of the next MQTT packet, taken from the
+        buffer if it holds all of it; else None and nothing taken (a packet cut by the end
+        of the buffer, or a length that is not a valid variable byte integer, is left to
+        paho's own reads, which raise or wait as they always did)."""
+        buf, pos = self._buf, self._pos
+        end = len(buf)
+        length, mult, at = 0, 1, pos + 1
+        while at < end and at < pos + 5:  # at most 4 length bytes
+            byte = buf[at]
+            length += (byte & 127) * mult
+            at += 1
+            if byte < 128:
+                if at + length > end:
+                    return None
+                self._pos = at + length
+                return buf[pos], length, buf[at:at + length]
+            mult *= 128
+        return None
+
     def pending(self) -> int:
         """Bytes readable without waiting: ours, and those a TLS layer holds decrypted."""
         inner = getattr(self._sock, "pending", None)
@@ -74,6 +99,19 @@ _FAST_PUBLISH = all(callable(getattr(paho.Client, name, None))
 # where paho builds one per message (about 20 µs, the largest single cost of a message).
 NO_PROPERTIES = Properties(PacketTypes.PUBLISH)
 _now = getattr(paho, "time_func", time.monotonic)  # paho's clock for message.timestamp
+# What _Client._packet_read uses of paho's internals; without them paho reads as it always did.
+_FAST_READ = all(callable(getattr(paho.Client, name, None)) for name in ("_packet_read", "_packet_handle", "_easy_log"))
+_MORE_PACKETS = 1000  # packets handled in one loop_read beyond paho's one: 20-50 ms of work at most
+
+
+def _length_bytes(length: int) -> list[int]:
+    """The remaining length as MQTT's variable byte integer (paho keeps the bytes it read)."""
+    out = []
+    while True:
+        byte, length = length % 128, length // 128
+        out.append(byte | 128 if length else byte)
+        if not length:
+            return out
 
 
 class _Client(paho.Client):
@@ -83,6 +121,55 @@ class _Client(paho.Client):
 
     def _create_socket(self) -> Any:
         return BufferedSocket(super()._create_socket())
+
+    def loop_read(self, max_packets: int = 1) -> paho.MQTTErrorCode:
+        """paho's `loop_read`, which handles one packet, then the packets already buffered
+        (up to _MORE_PACKETS): paho's loop would go round `select`, its writes and its
+        keepalive checks once per packet. A packet cut by the end of the buffer is read
+        on as paho reads it: MQTT_ERR_AGAIN (here: return) when the kernel has no more."""
+        rc = super().loop_read(max_packets)
+        sock = self._sock
+        if type(sock) is not BufferedSocket:
+            return rc
+        for _ in range(_MORE_PACKETS):
+            if rc != paho.MQTTErrorCode.MQTT_ERR_SUCCESS or self._sock is not sock or not sock.buffered():
+                break
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == paho.MQTTErrorCode.MQTT_ERR_AGAIN:
+                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return rc
+
+    def _packet_read(self) -> paho.MQTTErrorCode:
+        """paho's `_packet_read` for a packet the buffer holds whole: one slice instead of
+        a `recv` per header byte and for the rest, then paho's own `_packet_handle` on the
+        same `_in_packet` paho's reads would have built. Anything else (no buffer, a packet
+        partly read or not all buffered) is paho's."""
+        sock = self._sock
+        if not _FAST_READ or type(sock) is not BufferedSocket or self._in_packet["command"] != 0:
+            return super()._packet_read()
+        whole = sock.whole_packet()
+        if whole is None:
+            return super()._packet_read()
+        command, length, rest = whole
+        length_bytes = _length_bytes(length)
+        self._in_packet = {"command": command, "have_remaining": 1, "remaining_count": length_bytes,
+                           "remaining_mult": 128 ** len(length_bytes), "remaining_length": length,
+                           "packet": bytearray(rest), "to_process": 0, "pos": 0}
+        now = _now()
+        with self._msgtime_mutex:
+            self._last_bytes_received = now
+        try:
+            rc = self._packet_handle()
+        except MalformedPacket as exc:
+            self._easy_log(paho.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+            rc = paho.MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
+                           "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
+        with self._msgtime_mutex:
+            self._last_bytes_received = _now()
+        return rc
 
     def _handle_publish(self) -> paho.MQTTErrorCode:
         """paho's `_handle_publish` for an MQTT 5 PUBLISH at QoS 0 or 1 without properties,
