@@ -62,6 +62,9 @@ class InfluxConfig(_Section):
     username: str | None = None  # v1 basic auth
     timeout_s: float = Field(10.0, gt=0)
     batch_size: int = Field(5000, ge=1)  # readings per write
+    # Requests a large batch is written as, at once, parted by series: InfluxDB uses
+    # several cores for concurrent writes (ingest/batcher.py). 1 = one request per batch.
+    write_concurrency: int = Field(2, ge=1, le=16)
     flush_interval_s: float = Field(0.2, gt=0)  # longest a reading waits for its batch
     retry_max_backoff_s: float = Field(30.0, gt=0)
     create_database: bool = True  # v1: CREATE DATABASE at start (1.x only; harmless if it exists)

@@ -8,6 +8,13 @@ appended and fsynced to the dead-letter store.
 Two threads: the writer batches and writes (straight to InfluxDB while it answers
 and nothing is spooled; to the spool otherwise, so new data queues behind old), and
 the drainer moves spooled batches into InfluxDB, in order, once it answers again.
+
+A large batch is written as `concurrency` requests at once, its messages parted by
+series (InfluxDB handles concurrent writes on several cores: on 2 cores, 72,000 ->
+95,000 readings/s with 2 requests instead of 1). A series' points stay in one request,
+in order, so a point given twice in a batch keeps its last value, as with one request.
+The batch is durable when every request is; if one fails the batch is written again
+whole (the accepted points overwrite themselves).
 Both run under the service's Supervisor (aqpipe/supervision.py): an unexpected
 exception restarts the loop, and the writer keeps the batch in hand across the
 restart, so the batch is made durable (and acknowledged) once, later.
@@ -20,8 +27,10 @@ import random
 from bisect import bisect_right
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from itertools import accumulate
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,8 +75,14 @@ class Batcher:
         max_backoff_s: float = 30.0,
         spool: Spool | None = None,
         supervisor: Supervisor | None = None,
+        concurrency: int = 1,
+        min_part_lines: int = 1000,
     ) -> None:
         self.writer = writer
+        self.concurrency = concurrency
+        self.min_part_lines = min_part_lines  # a batch is parted only if each part would have as many lines
+        self._parts_pool = (ThreadPoolExecutor(max_workers=concurrency - 1, thread_name_prefix="ingest-write-part")
+                            if concurrency > 1 else None)
         self.store = store
         self.on_durable = on_durable
         self.batch_size = batch_size
@@ -123,6 +138,8 @@ class Batcher:
         if self._own_supervisor:
             self.supervisor.stop()
         self._thread.join()
+        if self._parts_pool is not None:
+            self._parts_pool.shutdown(wait=True)
         if self.spool is not None:
             if self._drainer.is_alive():
                 self._drainer.join()
@@ -177,28 +194,29 @@ class Batcher:
         """Make a batch durable; returns the tokens of its messages, now safe to acknowledge.
         Safe to repeat after an error: points overwrite themselves, letters are listed once."""
         started = time.monotonic()
+        written, cuts = self._parted(entries)  # the entries in the order their lines are written
         lines: list[str] = []
-        for entry in entries:
+        for entry in written:
             lines.extend(entry.lines)
         refused: list[tuple[int, str]] = []
         spooled = False
         if lines and self.spool is not None:
-            result = self._write_or_spool(lines, entries)
+            result = self._write_or_spool(lines, written, cuts)
             spooled = result is None
             refused = result or []
         elif lines:
-            refused = self._write_with_retry(lines)
+            refused = self._write_with_retry(lines, cuts)
 
         letters = [e.letter for e in entries if e.letter is not None]
         if refused:
             # Which message each refused line came from: found from the entries' starting
             # offsets, only here (refusals are rare; no per-line list on every batch).
-            starts = list(accumulate((len(e.lines) for e in entries), initial=0))
+            starts = list(accumulate((len(e.lines) for e in written), initial=0))
             by_entry: dict[int, list[tuple[str, str]]] = {}
             for index, detail in refused:
                 by_entry.setdefault(bisect_right(starts, index) - 1, []).append((lines[index], detail))
             for i, bad in by_entry.items():
-                e = entries[i]
+                e = written[i]
                 letters.append(DeadLetter(e.topic, e.payload, Reason.WRITE_REJECTED.value, bad[0][1], lines=[b[0] for b in bad]))
         self.store.append(letters)
         for letter in letters:
@@ -211,12 +229,42 @@ class Batcher:
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         return [e.token for e in entries if e.token is not None]
 
-    def _write_or_spool(self, lines: list[str], entries: list[Entry]) -> list[tuple[int, str]] | None:
+    def _parted(self, entries: list[Entry]) -> tuple[list[Entry], list[int]]:
+        """The entries in the order to write them, and where each request's lines start and
+        end: one request, or (a large batch, concurrency > 1) one per part, each message
+        in the part of its series and in the order received."""
+        total = sum(len(e.lines) for e in entries)
+        if self.concurrency < 2 or total < 2 * self.min_part_lines:
+            return entries, [0, total]
+        parts: list[list[Entry]] = [[] for _ in range(self.concurrency)]
+        for entry in entries:
+            parts[zlib.crc32(_series(entry).encode()) % self.concurrency].append(entry)
+        ordered = [entry for part in parts for entry in part]
+        cuts = list(accumulate((sum(len(e.lines) for e in part) for part in parts), initial=0))
+        return ordered, cuts
+
+    def _write_parts(self, lines: list[str], cuts: list[int], thread: str) -> list[tuple[int, str]]:
+        """Write lines[cuts[k]:cuts[k+1]] for every k at once (the first in this thread); the
+        refused points of all, or the first retryable WriteError once every request ended."""
+        spans = [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+        if len(spans) < 2 or self._parts_pool is None:
+            return self._write_isolating(lines, 0, len(lines), thread)
+        futures: list[Future] = [self._parts_pool.submit(self._write_isolating, lines, lo, hi, thread)
+                                 for lo, hi in spans[1:]]
+        try:
+            refused = self._write_isolating(lines, spans[0][0], spans[0][1], thread)
+        finally:
+            wait(futures)  # no request of this batch outlives the call, whatever happens
+        for future in futures:
+            refused += future.result()  # raises the part's WriteError (or bug) here
+        return refused
+
+    def _write_or_spool(self, lines: list[str], entries: list[Entry], cuts: list[int]) -> list[tuple[int, str]] | None:
         """Write to InfluxDB and return the refused points, or spool the batch and return None."""
         assert self.spool is not None
         if not self.influx_down.is_set() and self.spool.empty():
             try:
-                return self._write_isolating(lines, 0, len(lines))
+                return self._write_parts(lines, cuts, WRITER)
             except WriteError as e:
                 metrics.WRITE_ERRORS.labels("unreachable" if e.status is None else str(e.status)).inc()
                 self.failed_attempts += 1
@@ -264,7 +312,7 @@ class Batcher:
             if record is None:
                 continue
             try:
-                refused = self._write_isolating(record.lines, 0, len(record.lines))
+                refused = self._write_isolating(record.lines, 0, len(record.lines), DRAINER)
             except WriteError as e:
                 self.failed_attempts += 1
                 metrics.WRITE_ERRORS.labels("unreachable" if e.status is None else str(e.status)).inc()
@@ -317,11 +365,11 @@ class Batcher:
                 return True
         return self._stopping.is_set()
 
-    def _write_with_retry(self, lines: list[str]) -> list[tuple[int, str]]:
+    def _write_with_retry(self, lines: list[str], cuts: list[int]) -> list[tuple[int, str]]:
         attempt = 0
         while True:
             try:
-                return self._write_isolating(lines, 0, len(lines))
+                return self._write_parts(lines, cuts, WRITER)
             except WriteError as e:
                 self.failed_attempts += 1
                 metrics.WRITE_ERRORS.labels("unreachable" if e.status is None else str(e.status)).inc()
@@ -333,10 +381,10 @@ class Batcher:
                 if self._pause(WRITER, delay):
                     raise Stopped() from e
 
-    def _write_isolating(self, lines: list[str], lo: int, hi: int) -> list[tuple[int, str]]:
+    def _write_isolating(self, lines: list[str], lo: int, hi: int, thread: str) -> list[tuple[int, str]]:
         """Write lines[lo:hi]; on a non-retryable refusal, halve until the refused points
         are found. Rewriting accepted points is harmless: a point overwrites itself."""
-        self.supervisor.beat()  # the writer's or the drainer's: each write is bounded by influx.timeout_s
+        self.supervisor.beat(thread)  # the writer's or the drainer's: each write is bounded by influx.timeout_s
         try:
             self.writer.write(lines[lo:hi])
             return []
@@ -346,4 +394,12 @@ class Batcher:
             if hi - lo == 1:
                 return [(lo, e.detail)]
         mid = (lo + hi) // 2
-        return self._write_isolating(lines, lo, mid) + self._write_isolating(lines, mid, hi)
+        return self._write_isolating(lines, lo, mid, thread) + self._write_isolating(lines, mid, hi, thread)
+
+
+def _series(entry: Entry) -> str:
+    """What parts a batch: the series key of the message's points (its first line up to the
+    first space; an escaped space in an identity cuts it short, the same way for every
+    point of that series)."""
+    first = entry.lines[0] if entry.lines else entry.topic
+    return first[:first.find(" ")]

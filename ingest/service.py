@@ -53,6 +53,7 @@ class IngestService:
             max_backoff_s=cfg.influx.retry_max_backoff_s,
             spool=Spool(cfg.spool_dir, cfg.spool.max_bytes) if cfg.spool.enabled else None,
             supervisor=self.supervisor,
+            concurrency=cfg.influx.write_concurrency,
         )
         self.client = make_client(cfg.mqtt, manual_ack=True)
         # An exception must not escape into paho's loop: it would end the network thread

@@ -81,3 +81,100 @@ def test_stopping_while_influx_is_down_leaves_the_batch_unacknowledged(tmp_path)
     b.put(Entry("t/a", b"a", ["m v=1 1"], token=1))
     b.stop(timeout=0.2)
     assert acked == []
+
+
+class ConcurrentWriter(RefusingWriter):
+    """Records each request (and the thread that made it); the first `together` requests
+    wait for one another, which only requests made at once can pass."""
+
+    def __init__(self, together: int = 2, fail_calls: frozenset[int] = frozenset()) -> None:
+        super().__init__()
+        self.fail_calls = fail_calls  # which requests (1, 2, ...) answer 503
+        self.requests: list[list[str]] = []
+        self._barrier = threading.Barrier(together, timeout=5)
+        self._lock = threading.Lock()
+
+    def write(self, lines: list[str]) -> None:
+        with self._lock:
+            self.calls += 1
+            calls = self.calls
+            self.requests.append(list(lines))
+        if calls <= self._barrier.parties:
+            self._barrier.wait()  # BrokenBarrierError (a test failure) unless the parts go at once
+        if calls in self.fail_calls:
+            raise WriteError(503, "overloaded", retry_after=0.01)
+        if any("bad" in line for line in lines):
+            raise WriteError(400, "partial write: field type conflict")
+        with self._lock:
+            self.stored.extend(lines)
+
+
+def _series_entries(stations: int, per: int, bad: str | None = None) -> list[Entry]:
+    entries = []
+    for k in range(per):
+        for s in range(stations):
+            line = f"m,s=s{s} v={k} {k}" if f"s{s}" != bad or k != 1 else f"m,s=s{s} bad=1 {k}"
+            entries.append(Entry(f"t/s{s}", b"x", [line], token=len(entries)))
+    return entries
+
+
+def _run_parted(writer, entries, tmp_path, **kw):
+    acked: list = []
+    done = threading.Event()
+
+    def on_durable(tokens):
+        acked.extend(tokens)
+        if len(acked) >= len(entries):
+            done.set()
+
+    b = Batcher(writer, DeadLetterStore(tmp_path), on_durable, batch_size=len(entries), flush_interval_s=1.0,
+                max_backoff_s=0.05, concurrency=2, min_part_lines=2, **kw)
+    b.start()
+    for e in entries:
+        b.put(e)
+    assert done.wait(10)
+    b.stop()
+    return acked, b
+
+
+def test_a_large_batch_goes_as_concurrent_requests_each_series_whole_and_in_order(tmp_path):
+    entries = _series_entries(stations=8, per=5)  # one batch: 40 messages of 8 series, interleaved
+    writer = ConcurrentWriter()
+    acked, b = _run_parted(writer, entries, tmp_path)
+    assert acked == list(range(40))  # acknowledged in the order received
+    assert len(writer.requests) == 2 and sorted(writer.stored) == sorted(l for e in entries for l in e.lines)
+    for s in range(8):  # a series in one request, its points in the order received
+        holding = [r for r in writer.requests if any(line.startswith(f"m,s=s{s} ") for line in r)]
+        assert len(holding) == 1
+        assert [line for line in holding[0] if line.startswith(f"m,s=s{s} ")] == [f"m,s=s{s} v={k} {k}" for k in range(5)]
+    assert b.written == 40
+
+
+def test_a_refused_point_in_one_part_is_the_only_one_dead_lettered(tmp_path):
+    entries = _series_entries(stations=8, per=5, bad="s3")
+    writer = ConcurrentWriter()
+    acked, b = _run_parted(writer, entries, tmp_path)
+    assert sorted(acked) == list(range(40))
+    assert len(writer.stored) == 39 and "m,s=s3 bad=1 1" not in writer.stored
+    letters = DeadLetterStore(tmp_path).pending()
+    assert [(d.topic, d.reason, d.lines) for d in letters] == [("t/s3", "write_rejected", ["m,s=s3 bad=1 1"])]
+
+
+def test_a_part_that_fails_has_the_whole_batch_written_again_and_acknowledged_once(tmp_path):
+    entries = _series_entries(stations=8, per=5)
+    writer = ConcurrentWriter(fail_calls=frozenset({2}))  # one of the first two requests fails
+    acked, b = _run_parted(writer, entries, tmp_path)
+    assert acked == list(range(40))  # once each
+    assert len(writer.requests) == 4 and b.failed_attempts == 1  # both parts written again
+    assert sorted(writer.requests[2] + writer.requests[3]) == sorted(l for e in entries for l in e.lines)
+
+
+def test_a_small_batch_goes_as_one_request(tmp_path):
+    writer = RefusingWriter()
+    acked: list = []
+    b = Batcher(writer, DeadLetterStore(tmp_path), acked.extend, flush_interval_s=0.01, concurrency=2, min_part_lines=1000)
+    b.start()
+    for e in _series_entries(stations=8, per=5):
+        b.put(e)
+    b.stop()
+    assert writer.calls == 1 and len(acked) == 40
