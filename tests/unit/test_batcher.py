@@ -29,7 +29,8 @@ class RefusingWriter:
         pass
 
 
-def _run(writer, entries, tmp_path):
+def _run(writer, entries, tmp_path, **options):
+    """Put `entries`, wait until every one is acknowledged, stop: (acks in order, batcher)."""
     acked: list = []
     done = threading.Event()
 
@@ -38,7 +39,8 @@ def _run(writer, entries, tmp_path):
         if len(acked) >= len(entries):
             done.set()
 
-    b = Batcher(writer, DeadLetterStore(tmp_path), on_durable, batch_size=100, flush_interval_s=0.01, max_backoff_s=0.05)
+    kw = {"batch_size": 100, "flush_interval_s": 0.01, "max_backoff_s": 0.05, **options}
+    b = Batcher(writer, DeadLetterStore(tmp_path), on_durable, **kw)
     b.start()
     for e in entries:
         b.put(e)
@@ -118,23 +120,9 @@ def _series_entries(stations: int, per: int, bad: str | None = None) -> list[Ent
     return entries
 
 
-def _run_parted(writer, entries, tmp_path, **kw):
-    acked: list = []
-    done = threading.Event()
-
-    def on_durable(tokens):
-        acked.extend(tokens)
-        if len(acked) >= len(entries):
-            done.set()
-
-    b = Batcher(writer, DeadLetterStore(tmp_path), on_durable, batch_size=len(entries), flush_interval_s=1.0,
-                max_backoff_s=0.05, concurrency=2, min_part_lines=2, **kw)
-    b.start()
-    for e in entries:
-        b.put(e)
-    assert done.wait(10)
-    b.stop()
-    return acked, b
+def _run_parted(writer, entries, tmp_path):
+    """`_run` with the entries in one batch, written as 2 concurrent requests."""
+    return _run(writer, entries, tmp_path, batch_size=len(entries), flush_interval_s=1.0, concurrency=2, min_part_lines=2)
 
 
 def test_a_large_batch_goes_as_concurrent_requests_each_series_whole_and_in_order(tmp_path):
