@@ -101,7 +101,9 @@ NO_PROPERTIES = Properties(PacketTypes.PUBLISH)
 _now = getattr(paho, "time_func", time.monotonic)  # paho's clock for message.timestamp
 # What _Client._packet_read uses of paho's internals; without them paho reads as it always did.
 _FAST_READ = all(callable(getattr(paho.Client, name, None)) for name in ("_packet_read", "_packet_handle", "_easy_log"))
-_MORE_PACKETS = 1000  # packets handled in one loop_read beyond paho's one: 20-50 ms of work at most
+# Packets handled in one loop_read beyond paho's one: then paho's loop sends what is queued
+# (acks) and checks the keepalive, at least every 100 messages (~50 ms of 50-reading ones).
+_MORE_PACKETS = 100
 
 
 def _length_bytes(length: int) -> list[int]:
