@@ -9,15 +9,16 @@ Two threads: the writer batches and writes (straight to InfluxDB while it answer
 and nothing is spooled; to the spool otherwise, so new data queues behind old), and
 the drainer moves spooled batches into InfluxDB, in order, once it answers again.
 
+Both run under the service's Supervisor (aqpipe/supervision.py): an unexpected
+exception restarts the loop, and the writer keeps the batch in hand across the
+restart, so the batch is made durable (and acknowledged) once, later.
+
 A large batch is written as `concurrency` requests at once, its messages parted by
 series (InfluxDB handles concurrent writes on several cores: on 2 cores, 72,000 ->
 95,000 readings/s with 2 requests instead of 1). A series' points stay in one request,
 in order, so a point given twice in a batch keeps its last value, as with one request.
 The batch is durable when every request is; if one fails the batch is written again
 whole (the accepted points overwrite themselves).
-Both run under the service's Supervisor (aqpipe/supervision.py): an unexpected
-exception restarts the loop, and the writer keeps the batch in hand across the
-restart, so the batch is made durable (and acknowledged) once, later.
 """
 
 from __future__ import annotations
