@@ -35,9 +35,8 @@ def _escape_str(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _escape_key(name: str) -> str:
-    """A field key as line protocol needs it: commas, equals signs and spaces escaped."""
-    return _escape_tag(name)
+# A field key is escaped as a tag is: commas, equals signs and spaces.
+_escape_key = _escape_tag
 
 
 @lru_cache(maxsize=65536)
